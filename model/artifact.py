@@ -1,0 +1,122 @@
+"""A release's artifacts on disk: layout, metadata, checksum and safe loading.
+
+Kept free of MLflow imports so that the model server starts fast; writing goes through
+`model.registry`, which is the only module that talks to MLflow.
+
+    <artifact_root>/<model_name>/<release_id>/
+        model/                    the MLflow model (MLmodel, model.skops, signature, example)
+        reference_profile.json    training-data profile for drift detection
+        release.json              lineage, metrics, gate results, model checksum
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.estimators import Task, trusted_types
+
+__all__ = [
+    "MODEL_SUBDIR",
+    "PROFILE_FILE",
+    "RELEASE_FILE",
+    "ArtifactError",
+    "ReleaseMetadata",
+    "directory_checksum",
+    "load_sklearn_model",
+    "release_uri",
+]
+
+MODEL_SUBDIR = "model"
+PROFILE_FILE = "reference_profile.json"
+RELEASE_FILE = "release.json"
+METADATA_FORMAT = 1
+
+
+class ArtifactError(RuntimeError):
+    """A release artifact that is missing, corrupt, unsafe or from an incompatible library."""
+
+
+def release_uri(artifact_root: str, model_name: str, release_id: str) -> str:
+    """Immutable location of one release: never a moving alias."""
+    return f"{artifact_root.rstrip('/')}/{model_name}/{release_id}"
+
+
+@dataclass(frozen=True)
+class ReleaseMetadata:
+    release_id: str
+    model_name: str
+    task: Task
+    estimator: str
+    dataset_uri: str
+    dataset_hash: str
+    code_hash: str
+    git_commit: str | None
+    model_sha256: str
+    metrics: dict[str, float]
+    gates: dict[str, Any]
+    libraries: dict[str, str]
+    feature_names: list[str]
+    classes: list[Any] | None = None
+    format: int = METADATA_FORMAT
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gates_passed(self) -> bool:
+        return bool(self.gates.get("passed"))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReleaseMetadata:
+        raw = json.loads(text)
+        if raw.get("format") != METADATA_FORMAT:
+            raise ArtifactError(
+                f"release metadata format {raw.get('format')!r} is not supported (expected {METADATA_FORMAT})"
+            )
+        return cls(**raw)
+
+
+def directory_checksum(path: Path) -> str:
+    """SHA-256 over every file under `path` (relative path and content), in path order."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if not files:
+        raise ArtifactError(f"{path} holds no files")
+    for file in files:
+        rel = file.relative_to(path).as_posix()
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest() + b"\n")
+    return digest.hexdigest()
+
+
+def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha256: str | None) -> Any:
+    """Load a saved pipeline with our trusted-types list; refuse pickle and checksum mismatches."""
+    import skops.io
+
+    if expected_sha256 is not None:
+        actual = directory_checksum(model_dir)
+        if actual != expected_sha256:
+            raise ArtifactError(
+                f"model at {model_dir} has checksum {actual}, but the release recorded "
+                f"{expected_sha256}: refusing a modified or partial artifact"
+            )
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+        flavor = mlmodel["flavors"]["sklearn"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ArtifactError(f"{model_dir} is not an MLflow scikit-learn model: {exc}") from exc
+    if flavor.get("serialization_format") != "skops":
+        raise ArtifactError(
+            f"{model_dir} uses serialization {flavor.get('serialization_format')!r}; "
+            "only skops is loaded (pickle can run arbitrary code)"
+        )
+    try:
+        return skops.io.load(model_dir / flavor["pickled_model"], trusted=trusted_types(estimator, task))
+    except Exception as exc:
+        raise ArtifactError(f"model file in {model_dir} could not be loaded safely: {exc}") from exc
