@@ -36,6 +36,8 @@ MODEL_SUBDIR = "model"
 PROFILE_FILE = "reference_profile.json"
 RELEASE_FILE = "release.json"
 METADATA_FORMAT = 1
+# MLflow adds this file when it downloads a `models:/` URI; it is not part of what was trained.
+_DOWNLOAD_ONLY = frozenset({"registered_model_meta"})
 
 
 class ArtifactError(RuntimeError):
@@ -86,7 +88,7 @@ class ReleaseMetadata:
 def directory_checksum(path: Path) -> str:
     """SHA-256 over every file under `path` (relative path and content), in path order."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name not in _DOWNLOAD_ONLY)
     if not files:
         raise ArtifactError(f"{path} holds no files")
     for file in files:

@@ -107,6 +107,7 @@ def train_release(
     registry = registry.resolved(workdir)
     assert registry.artifact_root is not None
     dataset = load_dataset(spec.dataset)
+    dataset.features_and_target(spec.target)  # a wrong target fails before any registry work
     training_code = code_hash()
     rid = release_id(spec, dataset.content_hash, training_code)
     log(f"dataset {spec.dataset}: {len(dataset.frame)} rows, sha256 {dataset.content_hash[:12]}")

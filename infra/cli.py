@@ -1,0 +1,100 @@
+"""The `mlops` command line: parses, calls, prints. The work lives in model/ and infra/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Train, gate, register and ship model releases."
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.<stack>.yaml.")]
+WorkdirOption = Annotated[
+    Path, typer.Option(help="Project folder (holds Pulumi.yaml and the embedded registry .mlops/).")
+]
+
+
+def _settings(stack: str, workdir: Path):  # type: ignore[no-untyped-def]
+    from infra.config import ConfigError, load_stack_file
+
+    try:
+        return load_stack_file(stack, workdir)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def release(
+    stack: StackOption = "dev",
+    workdir: WorkdirOption = Path("."),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Run one release of a stack locally: train, gate, register (embedded MLflow unless configured)."""
+    from model.data import DatasetError
+    from model.registry import RegistryError
+    from model.train import GateFailure, train_release
+
+    settings = _settings(stack, workdir)
+    if settings.training is None:
+        err.print(f"[red]error:[/] stack {stack!r} has no mlops:training spec; it serves a pinned release")
+        raise typer.Exit(2)
+    registry = settings.registry
+    where = registry.tracking_uri or "embedded MLflow (SQLite under .mlops/)"
+    err.print(f"[bold]release[/] of stack {stack!r} into {where}")
+    try:
+        outcome = train_release(settings.training, registry, workdir, log=lambda m: err.print(f"  {m}"))
+    except GateFailure as exc:
+        err.print(f"[red]gate failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    except (DatasetError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except RegistryError as exc:
+        err.print(f"[red]registry error:[/] {exc}")
+        raise typer.Exit(3) from None
+    if json_out:
+        out.print_json(json.dumps(outcome.as_dict()))
+        return
+    table = Table(title=f"release {outcome.release_id}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("status", outcome.status)
+    table.add_row("model", f"{outcome.model_name} version {outcome.version}")
+    table.add_row("model URI", outcome.model_uri)
+    table.add_row("dataset sha256", outcome.dataset_hash)
+    table.add_row("code sha256", outcome.code_hash)
+    for name, value in sorted(outcome.metrics.items()):
+        table.add_row(name, f"{value:.4f}")
+    table.add_row("gates", "passed" if outcome.gates.get("passed") else "failed")
+    out.print(table)
+
+
+@app.command("release-id")
+def release_id_command(stack: StackOption = "dev", workdir: WorkdirOption = Path(".")) -> None:
+    """Print the release id a stack's training spec resolves to, without training."""
+    from model.data import DatasetError
+    from model.train import plan_release
+
+    settings = _settings(stack, workdir)
+    if settings.training is None:
+        err.print(f"[red]error:[/] stack {stack!r} has no mlops:training spec")
+        raise typer.Exit(2)
+    try:
+        plan = plan_release(settings.training)
+    except DatasetError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    out.print(plan.release_id)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,250 @@
+"""Real services for tests: SeaweedFS (S3) and an MLflow tracking server, on free loopback ports.
+
+Every start waits with a bound and every stop goes to the process's own PID (and its group),
+so a failed test never leaves a server behind and never kills someone else's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports whose +10000 neighbours are free too (SeaweedFS derives gRPC ports)."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        port = free_port()
+        if port + 10000 < 65536 and _is_free(port + 10000):
+            ports.add(port)
+    return sorted(ports)
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,  # its own group: stop() reaches workers it forks
+        )
+
+    def wait_http(self, url: str, timeout_s: float, ok: tuple[int, ...] = (200,)) -> None:
+        deadline = time.monotonic() + timeout_s
+        last: str = "no answer"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log:\n{self.tail()}")
+            try:
+                response = httpx.get(url, timeout=2)
+                if response.status_code in ok:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(
+            f"{self.name} not ready at {url} within {timeout_s}s ({last}); log:\n{self.tail()}"
+        )
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pgid = os.getpgid(self.proc.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.proc.wait(timeout=timeout_s)
+
+
+@dataclass
+class S3Service:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    process: ManagedProcess
+    region: str = "us-east-1"
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(retries={"max_attempts": 2}, connect_timeout=3),
+        )
+
+    def make_bucket(self, prefix: str = "test") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def env(self) -> dict[str, str]:
+        """Environment for boto3 and MLflow clients of this store."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
+        }
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_seaweedfs(workdir: Path, timeout_s: float = 60) -> S3Service:
+    """`weed server` with its S3 gateway, credentials enforced, every port chosen free."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(exist_ok=True)
+    access_key, secret_key = "mlops-test", uuid.uuid4().hex
+    identities = {
+        "identities": [
+            {
+                "name": "mlops",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    config = workdir / "s3.json"
+    config.write_text(json.dumps(identities))
+    master, volume, filer, s3, s3grpc, iam, metrics = free_ports(7)
+    argv = [
+        str(VENV_BIN / "weed"),
+        "server",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}",
+        "-volume.max=20",
+        "-filer",
+        f"-filer.port={filer}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-iam.port={iam}",
+        f"-metricsPort={metrics}",
+    ]
+    # SeaweedFS also takes admin credentials from AWS_* variables, which would override the
+    # identities file with whatever the test process happens to have set.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    process = ManagedProcess("seaweedfs", argv, workdir / "weed.log", env=env)
+    process.start()
+    service = S3Service(f"http://127.0.0.1:{s3}", access_key, secret_key, process)
+    # The gateway answers before the filer and volume are ready: wait until a bucket round-trips.
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not process.running:
+            raise RuntimeError(f"seaweedfs exited; log:\n{process.tail()}")
+        try:
+            client = service.client()
+            probe = f"probe-{uuid.uuid4().hex[:8]}"
+            client.create_bucket(Bucket=probe)
+            client.put_object(Bucket=probe, Key="k", Body=b"v")
+            client.delete_object(Bucket=probe, Key="k")
+            client.delete_bucket(Bucket=probe)
+            return service
+        except Exception as exc:  # any failure means not ready yet
+            last = exc
+            time.sleep(0.5)
+    process.stop()
+    raise TimeoutError(f"seaweedfs S3 not ready within {timeout_s}s ({last}); log:\n{process.tail()}")
+
+
+@dataclass
+class MlflowService:
+    tracking_uri: str
+    artifact_root: str
+    """s3:// root where the trainer writes release artifacts."""
+    process: ManagedProcess
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_mlflow(workdir: Path, s3: S3Service, timeout_s: float = 90) -> MlflowService:
+    """`mlflow server` on SQLite, proxying run artifacts to a SeaweedFS bucket."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs_bucket = s3.make_bucket("mlflow-runs")
+    releases_bucket = s3.make_bucket("releases")
+    port = free_port()
+    argv = [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        f"s3://{runs_bucket}/mlflow",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, **s3.env(), "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE": "true"}
+    process = ManagedProcess("mlflow", argv, workdir / "mlflow.log", env=env)
+    process.start()
+    process.wait_http(f"http://127.0.0.1:{port}/health", timeout_s)
+    return MlflowService(f"http://127.0.0.1:{port}", f"s3://{releases_bucket}", process)
