@@ -4,26 +4,200 @@
 reads the same keys from `Pulumi.yaml` defaults plus `Pulumi.<stack>.yaml`, for the `mlops`
 CLI and `python -m model.train --stack`, which run without the engine. Both validate through
 the same models, so a key means the same thing everywhere.
+
+Secrets (`SECRET_KEYS`) are scalar string keys set with `pulumi config set --secret`; they are
+held as `pydantic.SecretStr` and handed to components as secret Outputs. `load_stack_file`
+never decrypts them: it only records whether each one is set.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from components.registry import BackendStore, RegistryMode
 from model.spec import RegistrySettings, TrainingSpec, describe_errors
 
-__all__ = ["NAMESPACE", "ConfigError", "StackSettings", "load_settings", "load_stack_file", "project_dir"]
+__all__ = [
+    "NAMESPACE",
+    "OBJECT_KEYS",
+    "SECRET_KEYS",
+    "ArtifactSettings",
+    "BackendStore",
+    "ConfigError",
+    "ContainerRegistrySettings",
+    "ImageSettings",
+    "KubernetesSettings",
+    "PinnedRelease",
+    "RegistryMode",
+    "ServingSettings",
+    "StackSettings",
+    "TrackingSettings",
+    "TrainingJobSettings",
+    "load_settings",
+    "load_stack_file",
+    "project_dir",
+]
 
 NAMESPACE = "mlops"
 PROJECT_FILE = "Pulumi.yaml"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 
 
 class ConfigError(ValueError):
     """Stack config that is missing or invalid; the message names the file and the key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KubernetesSettings(_Frozen):
+    """`mlops:kubernetes`: which cluster the explicit provider talks to, or where it renders."""
+
+    kubeconfig: str | None = None
+    """Path to (or contents of) a kubeconfig; unset: the provider's default ($KUBECONFIG, ~/.kube/config)."""
+    context: str | None = None
+    """The kubeconfig context to use; unset: the kubeconfig's current context."""
+    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    """The stack's namespace; unset: mlops-<stack>."""
+    render_dir: str | None = None
+    """Write manifests to this folder (the provider's renderYamlToDirectory) instead of calling a cluster."""
+
+
+class ImageSettings(_Frozen):
+    """`mlops:images`: image references to deploy as given; a role left unset is built with pulumi_docker."""
+
+    training: str | None = None
+    serving: str | None = None
+    mlflow: str | None = None
+    registry: str = "docker.io/library/registry:2.8.3"
+    """The in-cluster image registry's own image (dev only)."""
+    build_tag: str = "latest"
+    """Tag for images built by pulumi_docker; the deployed reference is the pushed digest anyway."""
+    platform: str | None = None
+    """Build platform, e.g. linux/amd64; unset: the Docker engine's default."""
+
+
+class ContainerRegistrySettings(_Frozen):
+    """`mlops:container_registry`: where images are pushed and pulled from."""
+
+    mode: RegistryMode = RegistryMode.IN_CLUSTER
+    server: str | None = None
+    """External registry host[:port][/path] (mode external), e.g. ghcr.io/acme."""
+    username: str | None = None
+    """External registry user; the password is the secret mlops:container_registry_password."""
+    node_port: int = Field(default=30500, ge=30000, le=32767)
+    """In-cluster mode: NodePort the registry listens on, reachable as localhost:<port> from nodes and host."""
+    storage_size: str = Field(default="10Gi", pattern=_QUANTITY)
+
+    @model_validator(mode="after")
+    def _server_for_external(self) -> ContainerRegistrySettings:
+        if self.mode is RegistryMode.EXTERNAL and not self.server:
+            raise ValueError("mode 'external' needs 'server' (e.g. ghcr.io/acme)")
+        return self
+
+
+class TrackingSettings(_Frozen):
+    """`mlops:tracking`: the MLflow tracking server in the cluster."""
+
+    backend: BackendStore = BackendStore.SQLITE
+    """sqlite: a PVC, one replica, Recreate; external: the secret mlops:tracking_database_url."""
+    storage_size: str = Field(default="2Gi", pattern=_QUANTITY)
+    replicas: int = Field(default=1, ge=1)
+    host_tracking_uri: str | None = None
+    """MLflow URL reachable from where `pulumi up` runs; set it to resolve registered versions."""
+
+    @model_validator(mode="after")
+    def _sqlite_single(self) -> TrackingSettings:
+        if self.backend is BackendStore.SQLITE and self.replicas != 1:
+            raise ValueError(f"replicas must be 1 with backend 'sqlite' (got {self.replicas}); allowed: 1")
+        return self
+
+
+class ArtifactSettings(_Frozen):
+    """`mlops:artifacts`: the artifact bucket on any S3 API."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    create: bool = True
+    """True: create it (versioned, public access blocked); False: use an existing bucket."""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    """S3 API endpoint as seen from where `pulumi up` runs; unset means AWS."""
+    cluster_endpoint_url: str | None = None
+    """S3 API endpoint as seen from pods; unset: endpoint_url."""
+    force_destroy: bool = False
+
+
+class TrainingJobSettings(_Frozen):
+    """`mlops:training_job`: limits of the in-cluster training Job."""
+
+    backoff_limit: int = Field(default=0, ge=0, le=10)
+    active_deadline_seconds: int = Field(default=3600, ge=60)
+    cpu_request: str = Field(default="500m", pattern=_QUANTITY)
+    cpu_limit: str = Field(default="2", pattern=_QUANTITY)
+    memory_request: str = Field(default="1Gi", pattern=_QUANTITY)
+    memory_limit: str = Field(default="2Gi", pattern=_QUANTITY)
+    timeout_minutes: int = Field(default=60, ge=1)
+    """How long `pulumi up` waits for the Job to complete (the resource's customTimeouts)."""
+
+
+class PinnedRelease(_Frozen):
+    """`mlops:release` / canary: a release already trained and gated elsewhere (promotion writes it)."""
+
+    model_name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    release_id: str = Field(pattern=r"^[0-9a-f]{12}$")
+    model_version: str = Field(pattern=r"^[0-9]+$")
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    gates: Literal["passed", "failed"]
+
+
+class CanarySettings(_Frozen):
+    release: PinnedRelease
+    weight: int = Field(ge=1, le=99)
+    """Percent of serving replicas (and so of traffic) running the candidate."""
+
+
+class ServingSettings(_Frozen):
+    """`mlops:serving`: the model server's footprint and availability."""
+
+    replicas: int = Field(default=1, ge=1)
+    """Replicas at rollout (and the autoscaler's minimum)."""
+    max_replicas: int = Field(default=3, ge=1)
+    target_cpu_percent: int = Field(default=70, ge=10, le=100)
+    cpu_request: str = Field(default="250m", pattern=_QUANTITY)
+    cpu_limit: str = Field(default="1", pattern=_QUANTITY)
+    memory_request: str = Field(default="512Mi", pattern=_QUANTITY)
+    memory_limit: str = Field(default="1Gi", pattern=_QUANTITY)
+    max_request_seconds: int = Field(default=30, ge=1)
+    """The longest request; the grace period is longer than drain + this."""
+    drain_seconds: int = Field(default=10, ge=0, le=300)
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    topology_spread: bool = False
+    max_unavailable: int = Field(default=1, ge=1)
+    """The PodDisruptionBudget's maxUnavailable."""
+    monitoring_namespace: str = "monitoring"
+    """Namespace whose pods may scrape /metrics."""
+    canary: CanarySettings | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ServingSettings:
+        if self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= replicas ({self.replicas})")
+        return self
 
 
 class StackSettings(BaseModel):
@@ -35,10 +209,104 @@ class StackSettings(BaseModel):
     training: TrainingSpec | None = None
     """The release to train in this stack; None for stacks that only serve a pinned release."""
     registry: RegistrySettings = RegistrySettings()
+    """Tracking and artifact locations for local runs (`python -m model.train --stack`)."""
+    release: PinnedRelease | None = None
+    """The release served by a stack that does not train."""
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    images: ImageSettings = ImageSettings()
+    container_registry: ContainerRegistrySettings = ContainerRegistrySettings()
+    tracking: TrackingSettings = TrackingSettings()
+    artifacts: ArtifactSettings | None = None
+    training_job: TrainingJobSettings = TrainingJobSettings()
+    serving: ServingSettings = ServingSettings()
+    # Secrets: SecretStr never prints; components receive them as secret Outputs.
+    tracking_database_url: SecretStr | None = None
+    container_registry_password: SecretStr | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.kubernetes.namespace or f"mlops-{self.stack}"
+
+    @property
+    def renders_only(self) -> bool:
+        """True when the provider writes manifests instead of calling a cluster."""
+        return self.kubernetes.render_dir is not None
+
+    @field_validator("images")
+    @classmethod
+    def _digests_well_formed(cls, value: ImageSettings) -> ImageSettings:
+        for role in ("training", "serving", "mlflow", "registry"):
+            ref = getattr(value, role)
+            if ref and "@" in ref and not _DIGEST.match(ref.split("@", 1)[1]):
+                raise ValueError(f"{role}: digest in {ref!r} is not sha256:<64 hex digits>")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackSettings:
+        if (self.training is None) == (self.release is None):
+            raise ValueError(
+                "set exactly one of mlops:training (the stack trains) or mlops:release "
+                "(the stack serves a pinned release)"
+            )
+        if self.artifacts is None:
+            raise ValueError(
+                "mlops:artifacts is required: add `mlops:artifacts: {bucket: <name>}` to the stack file"
+            )
+        root = self.registry.artifact_root or ""
+        if root.startswith("s3://") and root[5:].split("/", 1)[0] != self.artifacts.bucket:
+            raise ValueError(
+                f"mlops:registry.artifact_root {root!r} names a different bucket than "
+                f"mlops:artifacts.bucket {self.artifacts.bucket!r}"
+            )
+        served = (
+            self.training.model_name if self.training else self.release.model_name if self.release else ""
+        )
+        if self.serving.canary and self.serving.canary.release.model_name != served:
+            raise ValueError(
+                f"mlops:serving.canary.release.model_name {self.serving.canary.release.model_name!r} "
+                f"differs from the served model {served!r}"
+            )
+        if self.container_registry.mode is RegistryMode.EXTERNAL and (
+            self.container_registry.username and self.container_registry_password is None
+        ):
+            raise ValueError(
+                "mlops:container_registry.username is set but the password is not: run "
+                "`pulumi config set --secret mlops:container_registry_password <password>`"
+            )
+        if self.tracking.backend is BackendStore.EXTERNAL and self.tracking_database_url is None:
+            raise ValueError(
+                "mlops:tracking.backend is 'external' but mlops:tracking_database_url is not set: run "
+                "`pulumi config set --secret mlops:tracking_database_url postgresql://USER:PASS@HOST/DB`"
+            )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both mlops:s3_access_key_id and mlops:s3_secret_access_key (with --secret), or neither"
+            )
+        return self
 
 
-# Config keys (without the namespace) and the settings field each one fills.
-_KEYS = {"training": "training", "registry": "registry"}
+# Object keys (without the namespace) and the settings field each one fills.
+OBJECT_KEYS = (
+    "training",
+    "registry",
+    "release",
+    "kubernetes",
+    "images",
+    "container_registry",
+    "tracking",
+    "artifacts",
+    "training_job",
+    "serving",
+)
+SECRET_KEYS = (
+    "tracking_database_url",
+    "container_registry_password",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+)
+_KEYS = OBJECT_KEYS  # kept for readers of the first version
 
 
 def project_dir(start: Path | None = None) -> Path:
@@ -52,28 +320,78 @@ def project_dir(start: Path | None = None) -> Path:
 
 def _build(stack: str, raw: dict[str, Any], source: str) -> StackSettings:
     values: dict[str, Any] = {"stack": stack}
-    for key, field in _KEYS.items():
-        if raw.get(key) is not None:
-            values[field] = raw[key]
+    for key in OBJECT_KEYS:
+        # An empty object means "unset", so that a `default: {}` declaration changes nothing.
+        if raw.get(key) is not None and raw.get(key) != {}:
+            values[key] = raw[key]
+    values.setdefault("registry", {})
+    for key in SECRET_KEYS:
+        if raw.get(key) not in (None, ""):
+            values[key] = raw[key]
     try:
         return StackSettings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_errors(exc, NAMESPACE + ':')}") from None
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Field errors as `mlops:<key>.<path>: ...`; whole-stack errors carry their own key names."""
+    lines = []
+    for error in exc.errors():
+        if error["loc"]:
+            single = ValidationError.from_exception_data(exc.title, [error])  # type: ignore[list-item]
+            lines.append(describe_errors(single, NAMESPACE + ":"))
+        else:
+            lines.append(error["msg"].removeprefix("Value error, "))
+    return "; ".join(lines)
 
 
 def load_settings() -> StackSettings:
     """Read and validate this stack's config inside the Pulumi program."""
     import pulumi
+    import pulumi.runtime
 
     config = pulumi.Config(NAMESPACE)
     stack = pulumi.get_stack()
-    raw = {key: config.get_object(key) for key in _KEYS}
+    raw: dict[str, Any] = {}
+    for key in OBJECT_KEYS:
+        try:
+            raw[key] = config.get_object(key)
+        except Exception as exc:  # a value that is not JSON/YAML for an object key
+            raise ConfigError(f"Pulumi.{stack}.yaml: {NAMESPACE}:{key}: {exc}") from None
+    for key in SECRET_KEYS:
+        # Read the raw value (not config.get, which warns for secrets); it becomes a SecretStr
+        # here and a secret Output in the components.
+        raw[key] = pulumi.runtime.get_config(f"{NAMESPACE}:{key}")
     return _build(stack, raw, f"Pulumi.{stack}.yaml")
 
 
-def load_stack_file(stack: str, start: Path | None = None) -> StackSettings:
-    """Read and validate a stack's config from its YAML files, without the Pulumi engine."""
+def load_stack_file(stack: str, start: Path | None = None, assume_secrets: bool = False) -> StackSettings:
+    """Read and validate a stack's config from its YAML files, without the Pulumi engine.
+
+    Secret values (`secure:` ciphertext) are never decrypted: a set secret becomes a
+    placeholder, so validation sees it as present. `assume_secrets=True` (the render: a
+    credential-free view) also fills unset secrets with the placeholder.
+    """
     root = project_dir(start)
+    raw = secret_placeholders(read_stack_config(stack, root), assume_secrets)
+    return _build(stack, raw, f"Pulumi.{stack}.yaml")
+
+
+def secret_placeholders(raw: dict[str, Any], assume_secrets: bool) -> dict[str, Any]:
+    """Replace secret values (set ones, or all with `assume_secrets`) by SECRET_PLACEHOLDER."""
+    out = dict(raw)
+    for key in SECRET_KEYS:
+        if assume_secrets or out.get(key) not in (None, ""):
+            out[key] = SECRET_PLACEHOLDER
+    return out
+
+
+SECRET_PLACEHOLDER = "[secret]"
+
+
+def read_stack_config(stack: str, root: Path) -> dict[str, Any]:
+    """The `mlops:` keys of a stack: project defaults overlaid with the stack file (raw values)."""
     stack_file = root / f"Pulumi.{stack}.yaml"
     if not stack_file.is_file():
         known = sorted(
@@ -86,7 +404,7 @@ def load_stack_file(stack: str, start: Path | None = None) -> StackSettings:
         namespace, _, key = str(full_key).partition(":")
         if namespace == NAMESPACE:
             raw[key] = value
-    return _build(stack, raw, stack_file.name)
+    return raw
 
 
 def _project_defaults(project_file: Path) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def test_missing_datasets_are_clear_errors(uri: str, message: str) -> None:
 
 def test_unsupported_format(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text("{}")
-    with pytest.raises(DatasetError, match="unsupported format .json; use .csv or .parquet"):
+    with pytest.raises(DatasetError, match=r"unsupported format \.json; use \.csv or \.parquet"):
         load_dataset(str(tmp_path / "data.json"))
 
 
