@@ -178,6 +178,9 @@ def train_release(
                 skops_trusted_types=trusted_types(spec.estimator, spec.task),
                 signature=infer_signature(sample, pipeline.predict(sample)),
                 input_example=sample,
+                # MLflow infers these by re-importing the model in a subprocess (~10 s, most of
+                # a release's overhead); we know exactly what loading the model needs.
+                pip_requirements=[f"{n}=={v}" for n, v in _library_versions().items()],
             )
             profile = build_profile(
                 split.X_train,
@@ -242,7 +245,7 @@ def _plain(value: Any) -> Any:
 def _library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("scikit-learn", "numpy", "skops", "mlflow")}
+    return {name: version(name) for name in ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")}
 
 
 app = typer.Typer(add_completion=False, help=__doc__)

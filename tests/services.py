@@ -54,6 +54,8 @@ class ManagedProcess:
     argv: list[str]
     log_path: Path
     env: dict[str, str] | None = None
+    grace_s: float = 15
+    """How long stop() waits after SIGTERM before SIGKILL."""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> None:
@@ -96,16 +98,16 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 15) -> None:
+    def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         pgid = os.getpgid(self.proc.pid)
         os.killpg(pgid, signal.SIGTERM)
         try:
-            self.proc.wait(timeout=timeout_s)
+            self.proc.wait(timeout=self.grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(pgid, signal.SIGKILL)
-            self.proc.wait(timeout=timeout_s)
+            self.proc.wait(timeout=15)
 
 
 @dataclass
@@ -188,7 +190,8 @@ def start_seaweedfs(workdir: Path, timeout_s: float = 60) -> S3Service:
     # SeaweedFS also takes admin credentials from AWS_* variables, which would override the
     # identities file with whatever the test process happens to have set.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    process = ManagedProcess("seaweedfs", argv, workdir / "weed.log", env=env)
+    # Its graceful shutdown takes ~25 s; test data need no flush, so stop it quickly.
+    process = ManagedProcess("seaweedfs", argv, workdir / "weed.log", env=env, grace_s=3)
     process.start()
     service = S3Service(f"http://127.0.0.1:{s3}", access_key, secret_key, process)
     # The gateway answers before the filer and volume are ready: wait until a bucket round-trips.
