@@ -7,6 +7,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -100,7 +101,7 @@ def _read_bytes(uri: str, data: bytes) -> pd.DataFrame:
     raise DatasetError(f"dataset {uri}: unsupported format {suffix or '(none)'}; use .csv or .parquet")
 
 
-def s3_client(endpoint_url: str | None = None):  # type: ignore[no-untyped-def]
+def s3_client(endpoint_url: str | None = None) -> Any:
     """A boto3 S3 client honouring MLflow's and AWS's endpoint variables (MinIO, SeaweedFS...)."""
     import boto3
     from botocore.config import Config
@@ -124,7 +125,8 @@ def _read_s3(uri: str) -> bytes:
     parsed = urlparse(uri)
     try:
         obj = s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-        return obj["Body"].read()  # type: ignore[no-any-return]
+        body: bytes = obj["Body"].read()
+        return body
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "NoSuchBucket", "404"):

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from model.spec import RegistrySettings
 
@@ -40,6 +40,7 @@ class ExistingRelease:
 
 
 def connect(settings: RegistrySettings) -> MlflowClient:
+    """A client for a resolved registry (see `RegistrySettings.resolved`)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -50,9 +51,12 @@ def connect(settings: RegistrySettings) -> MlflowClient:
         Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
     if settings.tracking_uri and settings.tracking_uri.startswith("sqlite:///"):
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    uri = settings.tracking_uri
+    if uri is None:
+        raise RegistryError("no tracking URI: resolve the registry settings first")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, settings: RegistrySettings) -> str:
@@ -118,7 +122,7 @@ def upload_release(local_dir: Path, uri: str) -> None:
         raise RegistryError(f"artifact upload to {uri} is incomplete; missing: {', '.join(missing)}")
 
 
-def _list_all(repo, path: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _list_all(repo: Any, path: str) -> list[str]:
     out: list[str] = []
     for info in repo.list_artifacts(path or None):
         if info.is_dir:

@@ -13,6 +13,7 @@ import pytest
 from model.data import DatasetError, load_dataset, split_dataset
 from model.lineage import MODEL_DIR, code_hash, release_id
 from model.spec import TrainingSpec
+from tests.services import S3Service
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = TrainingSpec(
@@ -42,7 +43,7 @@ def test_one_changed_value_changes_the_hash(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_s3_dataset_through_boto3(s3_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_s3_dataset_through_boto3(s3_env: S3Service, tmp_path: Path) -> None:
     bucket = s3_env.make_bucket("data")
     frame = load_dataset("sklearn:diabetes").frame
     s3_env.client().put_object(Bucket=bucket, Key="d/diabetes.csv", Body=frame.to_csv(index=False).encode())

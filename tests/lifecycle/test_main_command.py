@@ -17,7 +17,9 @@ from model.registry import RELEASE_TAG
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", ".mlops", ".tools", "__pycache__", "*.egg-info", ".*_cache")
+NOT_SOURCE = shutil.ignore_patterns(
+    ".venv", ".git", ".mlops", ".tools", "__pycache__", "*.egg-info", ".*_cache"
+)
 
 
 def _venv_matching_this_checkout() -> Path:
@@ -29,7 +31,9 @@ def _venv_matching_this_checkout() -> Path:
     want = hashlib.sha256((REPO / "requirements.txt").read_bytes() + (REPO / "pyproject.toml").read_bytes())
     stamp = venv / ".mlops-requirements.sha256"
     have = stamp.read_text().strip() if stamp.is_file() else "(none)"
-    assert have == want.hexdigest(), f"{stamp} is stale: run ./scripts/test.sh, which installs and stamps the venv"
+    assert have == want.hexdigest(), (
+        f"{stamp} is stale: run ./scripts/test.sh, which installs and stamps the venv"
+    )
     return venv
 
 
