@@ -101,7 +101,7 @@ class ContainerRegistrySettings(_Frozen):
     username: str | None = None
     """External registry user; the password is the secret mlops:container_registry_password."""
     node_port: int = Field(default=30500, ge=30000, le=32767)
-    """In-cluster mode: NodePort the registry listens on, reachable as localhost:<port> from nodes and host."""
+    """In-cluster mode: the NodePort; nodes and the host reach the registry as localhost:<port>."""
     storage_size: str = Field(default="10Gi", pattern=_QUANTITY)
 
     @model_validator(mode="after")
@@ -225,6 +225,32 @@ class StackSettings(BaseModel):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    def missing_secrets(self) -> list[str]:
+        """Secrets this stack needs but does not have, each with the command that sets it.
+
+        Checked inside the program only (`load_settings`), where the engine has decrypted the
+        stack's secrets; the YAML reader cannot see them and does not judge them.
+        """
+        problems = []
+        if self.container_registry.mode is RegistryMode.EXTERNAL and (
+            self.container_registry.username and self.container_registry_password is None
+        ):
+            problems.append(
+                "mlops:container_registry.username is set but the password is not: run "
+                "`pulumi config set --secret mlops:container_registry_password <password>`"
+            )
+        if self.tracking.backend is BackendStore.EXTERNAL and self.tracking_database_url is None:
+            problems.append(
+                "mlops:tracking.backend is 'external' but mlops:tracking_database_url is not set: run "
+                "`pulumi config set --secret mlops:tracking_database_url postgresql://USER:PASS@HOST/DB`"
+            )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            problems.append(
+                "set both mlops:s3_access_key_id and mlops:s3_secret_access_key "
+                "(`pulumi config set --secret ...`), or neither"
+            )
+        return problems
+
     @property
     def namespace(self) -> str:
         return self.kubernetes.namespace or f"mlops-{self.stack}"
@@ -267,22 +293,6 @@ class StackSettings(BaseModel):
             raise ValueError(
                 f"mlops:serving.canary.release.model_name {self.serving.canary.release.model_name!r} "
                 f"differs from the served model {served!r}"
-            )
-        if self.container_registry.mode is RegistryMode.EXTERNAL and (
-            self.container_registry.username and self.container_registry_password is None
-        ):
-            raise ValueError(
-                "mlops:container_registry.username is set but the password is not: run "
-                "`pulumi config set --secret mlops:container_registry_password <password>`"
-            )
-        if self.tracking.backend is BackendStore.EXTERNAL and self.tracking_database_url is None:
-            raise ValueError(
-                "mlops:tracking.backend is 'external' but mlops:tracking_database_url is not set: run "
-                "`pulumi config set --secret mlops:tracking_database_url postgresql://USER:PASS@HOST/DB`"
-            )
-        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
-            raise ValueError(
-                "set both mlops:s3_access_key_id and mlops:s3_secret_access_key (with --secret), or neither"
             )
         return self
 
@@ -363,7 +373,10 @@ def load_settings() -> StackSettings:
         # Read the raw value (not config.get, which warns for secrets); it becomes a SecretStr
         # here and a secret Output in the components.
         raw[key] = pulumi.runtime.get_config(f"{NAMESPACE}:{key}")
-    return _build(stack, raw, f"Pulumi.{stack}.yaml")
+    settings = _build(stack, raw, f"Pulumi.{stack}.yaml")
+    if problems := settings.missing_secrets():
+        raise ConfigError(f"Pulumi.{stack}.yaml: " + "; ".join(problems))
+    return settings
 
 
 def load_stack_file(stack: str, start: Path | None = None, assume_secrets: bool = False) -> StackSettings:

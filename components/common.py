@@ -1,0 +1,147 @@
+"""Pieces every component shares: labels, pod security, image sources and pushing images.
+
+Kept free of any `pulumi.Config` access: components get everything through their Args.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pulumi
+import pulumi_docker as docker
+
+__all__ = [
+    "PART_OF",
+    "REPO_ROOT",
+    "Component",
+    "ImageSource",
+    "PushTarget",
+    "container_security_context",
+    "image_reference",
+    "labels",
+    "object_name",
+    "pod_security_context",
+    "resources",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PART_OF = "mlops"
+Component = Literal["serving", "training", "registry", "image-registry"]
+"""Values of `app.kubernetes.io/component` the policy pack knows."""
+
+
+def labels(app: str, component: Component, stack: str) -> dict[str, str]:
+    """The labels every Kubernetes object carries (the policy pack relies on them)."""
+    return {
+        "app.kubernetes.io/name": app,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+        "mlops.dev/stack": stack,
+    }
+
+
+def object_name(resource: Any) -> pulumi.Output[str]:
+    """A Kubernetes object's name, from the object itself (so dependents wait for it)."""
+    return resource.metadata.apply(lambda m: str(m.name))
+
+
+def pod_security_context(uid: int = 10001) -> dict[str, Any]:
+    """Pod-level settings that satisfy the `restricted` Pod Security Standard."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": cpu_request, "memory": memory_request},
+        "limits": {"cpu": cpu_limit, "memory": memory_limit},
+    }
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image to deploy: a reference used as given, or a Dockerfile in this repo to build and push."""
+
+    ref: str | None = None
+    """Deploy this reference as is (prod: pinned by digest); no Docker engine is needed."""
+    dockerfile: str | None = None
+    """Repo-relative Dockerfile to build when `ref` is unset, e.g. images/Dockerfile.serve."""
+    repository: str | None = None
+    """Repository name under the push server, e.g. mlops-serve."""
+    tag: str = "latest"
+    """Tag pushed; the deployed reference is the pushed digest (repo_digest), never the tag."""
+    platform: str | None = None
+    """Build platform such as linux/amd64; unset: the engine's default."""
+
+    def __post_init__(self) -> None:
+        if self.ref is None and (self.dockerfile is None or self.repository is None):
+            raise ValueError(
+                f"ImageSource needs ref, or dockerfile and repository (got ref=None, "
+                f"dockerfile={self.dockerfile!r}, repository={self.repository!r})"
+            )
+        if self.dockerfile is not None and not (REPO_ROOT / self.dockerfile).is_file():
+            raise ValueError(f"ImageSource.dockerfile {self.dockerfile!r} does not exist under {REPO_ROOT}")
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """The registry images are pushed to."""
+
+    server: pulumi.Input[str]
+    """host[:port][/path] as seen by the Docker engine that builds, e.g. localhost:30500 or ghcr.io/acme."""
+    username: pulumi.Input[str] | None = None
+    password: pulumi.Input[str] | None = None
+    """Secret."""
+
+
+def _relative(path: Path) -> str:
+    # Relative to the program's working directory, so that state and renders do not carry
+    # one machine's absolute paths.
+    return os.path.relpath(path, Path.cwd())
+
+
+def image_reference(
+    owner: pulumi.Resource,
+    name: str,
+    source: ImageSource,
+    push: PushTarget | None,
+    depends_on: list[pulumi.Resource] | None = None,
+) -> tuple[pulumi.Output[str], docker.Image | None]:
+    """The reference pods should run: `source.ref` as given, or the digest of a freshly pushed build."""
+    if source.ref is not None:
+        return pulumi.Output.from_input(source.ref), None
+    if push is None:
+        raise ValueError(f"{name}: building {source.dockerfile} needs a PushTarget (a registry to push to)")
+    assert source.dockerfile is not None and source.repository is not None
+    image = docker.Image(
+        name,
+        image_name=pulumi.Output.concat(push.server, "/", source.repository, ":", source.tag),
+        build=docker.DockerBuildArgs(
+            context=_relative(REPO_ROOT),
+            dockerfile=_relative(REPO_ROOT / source.dockerfile),
+            platform=source.platform,
+            builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
+        ),
+        registry=docker.RegistryArgs(server=push.server, username=push.username, password=push.password),
+        skip_push=False,
+        opts=pulumi.ResourceOptions(parent=owner, depends_on=depends_on or []),
+    )
+    # repo_digest is repository@sha256:...: unique per build, so a new build is a new rollout.
+    return image.repo_digest, image

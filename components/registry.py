@@ -1,0 +1,485 @@
+"""ModelRegistry: MLflow tracking server, backend store, artifact bucket and image registry."""
+
+# pulumi-kubernetes types object arguments as TypedDict overloads that dict literals holding
+# Outputs do not match for mypy; the dicts here are checked against the Kubernetes schemas by
+# tests/components instead.
+# mypy: disable-error-code="call-overload"
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.common import (
+    ImageSource,
+    PushTarget,
+    container_security_context,
+    image_reference,
+    object_name,
+    labels,
+    pod_security_context,
+    resources,
+)
+
+__all__ = ["BackendStore", "ModelRegistry", "ModelRegistryArgs", "RegistryMode"]
+
+MLFLOW_PORT = 5000
+REGISTRY_PORT = 5000
+MLFLOW_SERVICE = "mlflow"
+IMAGE_REGISTRY_SERVICE = "image-registry"
+MLFLOW_DATA = "mlflow-data"
+IMAGE_REGISTRY_DATA = "image-registry-data"
+# With a WaitForFirstConsumer storage class (kind, most managed clusters) a claim binds only
+# once a pod uses it, so the provider must not wait for Bound before the Deployment exists;
+# the claim names are fixed for the same reason (no dependency edge from Deployment to claim).
+_PVC_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
+
+
+class BackendStore(StrEnum):
+    """Where MLflow keeps runs and model versions."""
+
+    SQLITE = "sqlite"
+    """SQLite on a PersistentVolumeClaim: one replica, Recreate strategy (dev)."""
+    EXTERNAL = "external"
+    """An external database whose URL is a secret (prod)."""
+
+
+class RegistryMode(StrEnum):
+    """Where images are pushed and pulled from."""
+
+    IN_CLUSTER = "in-cluster"
+    """A registry Deployment with a PVC, exposed on a NodePort as localhost:<port> (dev)."""
+    EXTERNAL = "external"
+    """An external OCI registry with credentials as secrets (prod)."""
+
+
+@dataclass(frozen=True)
+class ModelRegistryArgs:
+    stack: str
+    """Stack name, written into the `mlops.dev/stack` label."""
+    namespace: pulumi.Input[str]
+    """Namespace for every object."""
+    bucket_name: str
+    """The artifact bucket (S3 API); releases live under s3://<bucket>/<model>/<release_id>/."""
+    mlflow_image: ImageSource
+    """The MLflow server image: a reference, or images/Dockerfile.mlflow to build."""
+    create_bucket: bool = True
+    """Create the bucket (versioned, public access blocked) or use an existing one."""
+    bucket_region: str = "us-east-1"
+    """Bucket region (AWS); S3-compatible stores usually ignore it."""
+    s3_endpoint_url: str | None = None
+    """S3 endpoint as seen from where `pulumi up` runs; None means AWS."""
+    s3_cluster_endpoint_url: str | None = None
+    """S3 endpoint as seen from pods; None: s3_endpoint_url."""
+    s3_access_key_id: pulumi.Input[str] | None = None
+    """Secret; None: pods use ambient credentials (e.g. IRSA / workload identity)."""
+    s3_secret_access_key: pulumi.Input[str] | None = None
+    """Secret; set together with s3_access_key_id."""
+    force_destroy_bucket: bool = False
+    """Let `pulumi destroy` delete a non-empty bucket (never in prod)."""
+    backend: BackendStore = BackendStore.SQLITE
+    """MLflow backend store."""
+    database_url: pulumi.Input[str] | None = None
+    """Secret database URL, required with BackendStore.EXTERNAL."""
+    tracking_storage_size: str = "2Gi"
+    """PVC size for the SQLite backend."""
+    tracking_replicas: int = 1
+    """MLflow replicas; must be 1 with SQLite."""
+    registry_mode: RegistryMode = RegistryMode.IN_CLUSTER
+    """In-cluster registry (dev) or an external one (prod)."""
+    registry_server: str | None = None
+    """External registry host[/path], required with RegistryMode.EXTERNAL."""
+    registry_username: pulumi.Input[str] | None = None
+    """External registry user."""
+    registry_password: pulumi.Input[str] | None = None
+    """Secret external registry password or token."""
+    registry_node_port: int = 30500
+    """In-cluster registry NodePort: nodes pull from, and the host pushes to, localhost:<port>."""
+    registry_storage_size: str = "10Gi"
+    """PVC size of the in-cluster registry."""
+    registry_image: str = "docker.io/library/registry:2.8.3"
+    """Image of the in-cluster registry."""
+    extra_labels: dict[str, str] = field(default_factory=dict)
+    """Added to every object's labels."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, BackendStore):
+            raise ValueError(
+                f"backend must be one of {[b.value for b in BackendStore]}, got {self.backend!r}"
+            )
+        if not isinstance(self.registry_mode, RegistryMode):
+            raise ValueError(
+                f"registry_mode must be one of {[m.value for m in RegistryMode]}, got {self.registry_mode!r}"
+            )
+        if self.backend is BackendStore.SQLITE and self.tracking_replicas != 1:
+            raise ValueError(f"tracking_replicas must be 1 with backend sqlite, got {self.tracking_replicas}")
+        if self.tracking_replicas < 1:
+            raise ValueError(f"tracking_replicas must be >= 1, got {self.tracking_replicas}")
+        if self.backend is BackendStore.EXTERNAL and self.database_url is None:
+            raise ValueError("database_url is required with backend external (a secret), got None")
+        if self.registry_mode is RegistryMode.EXTERNAL and not self.registry_server:
+            raise ValueError(
+                f"registry_server is required with registry_mode external, got {self.registry_server!r}"
+            )
+        if not 30000 <= self.registry_node_port <= 32767:
+            raise ValueError(f"registry_node_port must be in 30000..32767, got {self.registry_node_port}")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("s3_access_key_id and s3_secret_access_key must be given together or not at all")
+
+
+class ModelRegistry(pulumi.ComponentResource):
+    """MLflow on Kubernetes with its backend store, the artifact bucket and the image registry."""
+
+    tracking_uri: pulumi.Output[str]
+    """In-cluster MLflow URI (http://mlflow.<ns>.svc.cluster.local:5000), from the Service."""
+    artifact_root: pulumi.Output[str]
+    """s3://<bucket>: from the bucket resource when created."""
+    registry_server: pulumi.Output[str]
+    """Where images are pushed and pulled: localhost:<nodePort> (in-cluster) or the external server."""
+    s3_endpoint_url: pulumi.Output[str] | None
+    """S3 endpoint for pods (MLFLOW_S3_ENDPOINT_URL); None for AWS."""
+    s3_secret_name: pulumi.Output[str] | None
+    """Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for pods; None: ambient credentials."""
+    image_pull_secret_name: pulumi.Output[str] | None
+    """dockerconfigjson Secret for the external registry; None when pulls need no credentials."""
+    mlflow_image: pulumi.Output[str]
+    """The MLflow image reference deployed."""
+    push_target: PushTarget
+    """Where TrainingJob and ModelServing push the images they build (not a stack output)."""
+
+    def __init__(
+        self, name: str, args: ModelRegistryArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlops:index:ModelRegistry", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ns = args.namespace
+
+        # The artifact bucket.
+        if args.create_bucket:
+            from components.providers.s3_bucket import S3Bucket, S3BucketArgs
+
+            bucket = S3Bucket(
+                f"{name}-bucket",
+                S3BucketArgs(
+                    bucket_name=args.bucket_name,
+                    endpoint_url=args.s3_endpoint_url,
+                    region=args.bucket_region,
+                    access_key_id=args.s3_access_key_id,
+                    secret_access_key=args.s3_secret_access_key,
+                    versioning=True,
+                    block_public_access=True,
+                    force_destroy=args.force_destroy_bucket,
+                ),
+                opts=child,
+            )
+            self.artifact_root = bucket.uri
+        else:
+            self.artifact_root = pulumi.Output.from_input(f"s3://{args.bucket_name}")
+
+        pod_s3_endpoint = args.s3_cluster_endpoint_url or args.s3_endpoint_url
+        self.s3_endpoint_url = pulumi.Output.from_input(pod_s3_endpoint) if pod_s3_endpoint else None
+        s3_env: list[dict[str, Any]] = []
+        if args.s3_access_key_id is not None:
+            s3_secret = k8s.core.v1.Secret(
+                f"{name}-s3-credentials",
+                metadata={
+                    "namespace": ns,
+                    "labels": self._labels(args, "registry"),
+                },
+                type="Opaque",
+                string_data={
+                    "AWS_ACCESS_KEY_ID": pulumi.Output.secret(args.s3_access_key_id),
+                    "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(args.s3_secret_access_key),
+                },
+                opts=child,
+            )
+            self.s3_secret_name = object_name(s3_secret)
+            s3_env = [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": self.s3_secret_name, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ]
+        else:
+            self.s3_secret_name = None
+        if pod_s3_endpoint:
+            s3_env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": pod_s3_endpoint})
+        s3_env.append({"name": "AWS_DEFAULT_REGION", "value": args.bucket_region})
+
+        # The image registry: first, because the MLflow image may be pushed to it.
+        registry_ready: list[pulumi.Resource] = []
+        if args.registry_mode is RegistryMode.IN_CLUSTER:
+            registry_service, registry_deployment = self._image_registry(name, args, child)
+            registry_ready = [registry_deployment, registry_service]
+            self.registry_server = registry_service.spec.apply(
+                lambda s: f"localhost:{(s.ports or [])[0].node_port}"
+            )
+            self.image_pull_secret_name = None
+            self.push_target = PushTarget(server=self.registry_server)
+        else:
+            assert args.registry_server is not None
+            self.registry_server = pulumi.Output.from_input(args.registry_server)
+            self.push_target = PushTarget(
+                server=args.registry_server,
+                username=args.registry_username,
+                password=pulumi.Output.secret(args.registry_password) if args.registry_password else None,
+            )
+            if args.registry_username is not None and args.registry_password is not None:
+                docker_config: pulumi.Output[str] = pulumi.Output.all(
+                    args.registry_username, args.registry_password
+                ).apply(lambda up: _docker_config(str(args.registry_server), up[0], up[1]))
+                pull_secret = k8s.core.v1.Secret(
+                    f"{name}-pull-secret",
+                    metadata={
+                        "namespace": ns,
+                        "labels": self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE),
+                    },
+                    type="kubernetes.io/dockerconfigjson",
+                    string_data={".dockerconfigjson": pulumi.Output.secret(docker_config)},
+                    opts=child,
+                )
+                self.image_pull_secret_name = object_name(pull_secret)
+            else:
+                self.image_pull_secret_name = None
+
+        # MLflow.
+        self.mlflow_image, _ = image_reference(
+            self, f"{name}-mlflow-image", args.mlflow_image, self.push_target, depends_on=registry_ready
+        )
+        mlflow_service = self._mlflow(name, args, child, s3_env)
+        self.tracking_uri = _service_url(mlflow_service)
+
+        self.register_outputs(
+            {
+                "tracking_uri": self.tracking_uri,
+                "artifact_root": self.artifact_root,
+                "registry_server": self.registry_server,
+                "s3_endpoint_url": self.s3_endpoint_url,
+                "s3_secret_name": self.s3_secret_name,
+                "image_pull_secret_name": self.image_pull_secret_name,
+                "mlflow_image": self.mlflow_image,
+            }
+        )
+
+    @staticmethod
+    def _labels(args: ModelRegistryArgs, component: Any, app: str = "mlflow") -> dict[str, str]:
+        return {**labels(app, component, args.stack), **args.extra_labels}
+
+    def _image_registry(
+        self, name: str, args: ModelRegistryArgs, child: pulumi.ResourceOptions
+    ) -> tuple[k8s.core.v1.Service, k8s.apps.v1.Deployment]:
+        lbl = self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE)
+        selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+        k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-image-registry-data",
+            metadata={
+                "name": IMAGE_REGISTRY_DATA,
+                "namespace": args.namespace,
+                "labels": lbl,
+                "annotations": _PVC_ANNOTATIONS,
+            },
+            spec={
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": args.registry_storage_size}},
+            },
+            opts=child,
+        )
+        probe = {"httpGet": {"path": "/", "port": "registry"}, "periodSeconds": 10}
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-image-registry",
+            metadata={"namespace": args.namespace, "labels": lbl},
+            spec={
+                "replicas": 1,
+                # One writer on a ReadWriteOnce volume.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": lbl},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": pod_security_context(),
+                        "containers": [
+                            {
+                                "name": "registry",
+                                "image": args.registry_image,
+                                "ports": [{"name": "registry", "containerPort": REGISTRY_PORT}],
+                                "env": [
+                                    {"name": "REGISTRY_HTTP_ADDR", "value": f"0.0.0.0:{REGISTRY_PORT}"},
+                                    {"name": "REGISTRY_STORAGE_DELETE_ENABLED", "value": "true"},
+                                ],
+                                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"}],
+                                "readinessProbe": probe,
+                                "livenessProbe": probe,
+                                "resources": resources("50m", "64Mi", "500m", "256Mi"),
+                                "securityContext": container_security_context(),
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "data", "persistentVolumeClaim": {"claimName": IMAGE_REGISTRY_DATA}}
+                        ],
+                    },
+                },
+            },
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-image-registry",
+            metadata={"name": IMAGE_REGISTRY_SERVICE, "namespace": args.namespace, "labels": lbl},
+            spec={
+                # NodePort so that the host pushes to, and kubelets pull from, localhost:<port>:
+                # Docker and containerd both allow plain HTTP to localhost registries.
+                "type": "NodePort",
+                "selector": selector,
+                "ports": [
+                    {
+                        "name": "registry",
+                        "port": REGISTRY_PORT,
+                        "targetPort": "registry",
+                        "nodePort": args.registry_node_port,
+                    }
+                ],
+            },
+            opts=child,
+        )
+        return service, deployment
+
+    def _mlflow(
+        self,
+        name: str,
+        args: ModelRegistryArgs,
+        child: pulumi.ResourceOptions,
+        s3_env: list[dict[str, Any]],
+    ) -> k8s.core.v1.Service:
+        lbl = self._labels(args, "registry")
+        selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+        env: list[dict[str, Any]] = [
+            *s3_env,
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "TMPDIR", "value": "/tmp"},
+        ]
+        volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+        mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+        if args.backend is BackendStore.SQLITE:
+            k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-mlflow-data",
+                metadata={
+                    "name": MLFLOW_DATA,
+                    "namespace": args.namespace,
+                    "labels": lbl,
+                    "annotations": _PVC_ANNOTATIONS,
+                },
+                spec={
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": args.tracking_storage_size}},
+                },
+                opts=child,
+            )
+            backend_uri = "sqlite:////data/mlflow.db"
+            volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": MLFLOW_DATA}})
+            mounts.append({"name": "data", "mountPath": "/data"})
+            strategy: dict[str, Any] = {"type": "Recreate"}
+        else:
+            db_secret = k8s.core.v1.Secret(
+                f"{name}-mlflow-database",
+                metadata={"namespace": args.namespace, "labels": lbl},
+                type="Opaque",
+                string_data={"MLFLOW_BACKEND_STORE_URI": pulumi.Output.secret(args.database_url)},
+                opts=child,
+            )
+            env.append(
+                {
+                    "name": "MLFLOW_BACKEND_STORE_URI",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": object_name(db_secret),
+                            "key": "MLFLOW_BACKEND_STORE_URI",
+                        }
+                    },
+                }
+            )
+            backend_uri = "$(MLFLOW_BACKEND_STORE_URI)"  # expanded by the kubelet from the env
+            strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        # MLflow checks the Host header (DNS-rebinding protection): allow the Service's names.
+        allowed_hosts = ",".join(
+            f"{host}:*"
+            for host in (
+                MLFLOW_SERVICE,
+                f"{MLFLOW_SERVICE}.*",
+                "localhost",
+                "127.0.0.1",
+            )
+        )
+        probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
+        k8s.apps.v1.Deployment(
+            f"{name}-mlflow",
+            metadata={"namespace": args.namespace, "labels": lbl},
+            spec={
+                "replicas": args.tracking_replicas,
+                "strategy": strategy,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": lbl},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": pod_security_context(),
+                        "containers": [
+                            {
+                                "name": "mlflow",
+                                "image": self.mlflow_image,
+                                "command": ["mlflow", "server"],
+                                "args": [
+                                    "--host=0.0.0.0",
+                                    f"--port={MLFLOW_PORT}",
+                                    f"--backend-store-uri={backend_uri}",
+                                    # Clients (the training Job) write artifacts to S3 themselves.
+                                    "--no-serve-artifacts",
+                                    f"--default-artifact-root=s3://{args.bucket_name}/_runs",
+                                    f"--allowed-hosts={allowed_hosts}",
+                                ],
+                                "ports": [{"name": "http", "containerPort": MLFLOW_PORT}],
+                                "env": env,
+                                "volumeMounts": mounts,
+                                "readinessProbe": probe,
+                                "livenessProbe": {**probe, "initialDelaySeconds": 30},
+                                "resources": resources("100m", "512Mi", "1", "1Gi"),
+                                "securityContext": container_security_context(),
+                            }
+                        ],
+                        "volumes": volumes,
+                    },
+                },
+            },
+            opts=child,
+        )
+        return k8s.core.v1.Service(
+            f"{name}-mlflow",
+            metadata={"name": MLFLOW_SERVICE, "namespace": args.namespace, "labels": lbl},
+            spec={
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": "http"}],
+            },
+            opts=child,
+        )
+
+
+def _docker_config(server: str, username: str, password: str) -> str:
+    host = server.split("/", 1)[0]
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {host: {"username": username, "password": password, "auth": auth}}})
+
+
+def _service_url(service: k8s.core.v1.Service) -> pulumi.Output[str]:
+    """http://<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
+    return pulumi.Output.concat(
+        "http://",
+        object_name(service),
+        ".",
+        service.metadata.apply(lambda m: m.namespace),
+        ".svc.cluster.local:",
+        service.spec.apply(lambda s: str((s.ports or [])[0].port)),
+    )

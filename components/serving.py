@@ -1,0 +1,396 @@
+"""ModelServing: the server Deployment(s), Service, autoscaler, disruption budget, network policy."""
+
+# pulumi-kubernetes types object arguments as TypedDict overloads that dict literals holding
+# Outputs do not match for mypy; the dicts here are checked against the Kubernetes schemas by
+# tests/components instead.
+# mypy: disable-error-code="call-overload"
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.common import (
+    ImageSource,
+    PushTarget,
+    container_security_context,
+    image_reference,
+    object_name,
+    labels,
+    pod_security_context,
+    resources,
+)
+
+__all__ = ["PORT", "ModelServing", "ModelServingArgs", "ServedRelease", "ServiceType", "split_replicas"]
+
+PORT = 8080
+SERVICE_PORT = 80
+
+
+class ServiceType(StrEnum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+@dataclass(frozen=True)
+class ServedRelease:
+    """One release as the server needs it: immutable URI, checksum and registry facts."""
+
+    release_id: pulumi.Input[str]
+    """12-hex release identity; the pod label mlops.dev/release."""
+    model_uri: pulumi.Input[str]
+    """Immutable release folder (holding model/ and release.json); never a moving alias."""
+    model_sha256: pulumi.Input[str]
+    """Expected checksum of model/ (MLOPS_MODEL_SHA256)."""
+    model_version: pulumi.Input[str]
+    """Registered model version (annotation mlops.dev/model-version)."""
+    gates: pulumi.Input[str]
+    """passed | failed (annotation mlops.dev/gates)."""
+
+
+def split_replicas(total: int, canary_weight: int) -> tuple[int, int]:
+    """(stable, canary) replicas for a traffic weight in percent; both at least 1 when a canary runs."""
+    if canary_weight == 0:
+        return total, 0
+    canary = min(max(1, round(total * canary_weight / 100)), max(total - 1, 1))
+    return max(total - canary, 1), canary
+
+
+@dataclass(frozen=True)
+class ModelServingArgs:
+    stack: str
+    """Stack name, written into the `mlops.dev/stack` label."""
+    namespace: pulumi.Input[str]
+    """Namespace of every object."""
+    model_name: str
+    """Model served; app.kubernetes.io/name and the Service's name."""
+    release: ServedRelease
+    """The stable release."""
+    image: ImageSource
+    """The serving image: a reference (prod: by digest) or images/Dockerfile.serve to build."""
+    push_target: PushTarget | None = None
+    """Registry to push a built image to; required when `image` is built."""
+    image_pull_secret_name: pulumi.Input[str] | None = None
+    """dockerconfigjson Secret for a private registry."""
+    s3_endpoint_url: pulumi.Input[str] | None = None
+    """MLFLOW_S3_ENDPOINT_URL for S3-compatible stores; None for AWS."""
+    s3_secret_name: pulumi.Input[str] | None = None
+    """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; None: ambient credentials."""
+    canary: ServedRelease | None = None
+    """A candidate release served next to the stable one under the same Service."""
+    canary_weight: int = 0
+    """Percent of replicas (so of traffic) running the candidate: 1..99 with a canary, else 0."""
+    replicas: int = 1
+    """Replicas at rollout and the autoscaler's minimum (stable + canary)."""
+    max_replicas: int = 3
+    """Autoscaler maximum for the stable Deployment."""
+    target_cpu_percent: int = 70
+    """Average CPU utilisation the autoscaler aims for."""
+    cpu_request: str = "250m"
+    """CPU request per server."""
+    cpu_limit: str = "1"
+    """CPU limit per server."""
+    memory_request: str = "512Mi"
+    """Memory request per server."""
+    memory_limit: str = "1Gi"
+    """Memory limit per server."""
+    max_request_seconds: int = 30
+    """The longest request; the grace period exceeds drain + this."""
+    drain_seconds: int = 10
+    """preStop delay (endpoints catch up) and MLOPS_DRAIN_SECONDS."""
+    service_type: ServiceType = ServiceType.CLUSTER_IP
+    """Nothing public unless asked."""
+    topology_spread: bool = False
+    """Spread replicas over zones and nodes."""
+    max_unavailable: int = 1
+    """PodDisruptionBudget maxUnavailable."""
+    monitoring_namespace: str = "monitoring"
+    """Pods of this namespace may scrape /metrics."""
+    client_cidrs: tuple[str, ...] = ()
+    """Extra CIDRs admitted by the NetworkPolicy (clients of a NodePort/LoadBalancer Service)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.service_type, ServiceType):
+            raise ValueError(
+                f"service_type must be one of {[t.value for t in ServiceType]}, got {self.service_type!r}"
+            )
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas must be >= replicas ({self.replicas}), got {self.max_replicas}")
+        if self.canary is None and self.canary_weight != 0:
+            raise ValueError(f"canary_weight must be 0 without a canary, got {self.canary_weight}")
+        if self.canary is not None and not 1 <= self.canary_weight <= 99:
+            raise ValueError(f"canary_weight must be in 1..99 with a canary, got {self.canary_weight}")
+        if self.canary is not None and self.replicas < 2:
+            raise ValueError(f"a canary needs replicas >= 2 (one per track), got {self.replicas}")
+        if not 10 <= self.target_cpu_percent <= 100:
+            raise ValueError(f"target_cpu_percent must be in 10..100, got {self.target_cpu_percent}")
+        if self.image.ref is None and self.push_target is None:
+            raise ValueError("push_target is required when the image is built (image.ref is None)")
+
+
+class ModelServing(pulumi.ComponentResource):
+    """Serves a release (and optionally a canary) with zero-downtime rollouts."""
+
+    endpoint: pulumi.Output[str]
+    """In-cluster URL of the Service."""
+    service_name: pulumi.Output[str]
+    """The Service's name."""
+    deployment_name: pulumi.Output[str]
+    """The stable Deployment's name."""
+    canary_deployment_name: pulumi.Output[str] | None
+    """The canary Deployment's name; None without a canary."""
+    release_id: pulumi.Output[str]
+    """The stable release, from the Deployment's labels."""
+    model_uri: pulumi.Output[str]
+    """The stable release's URI, from the Deployment's annotations."""
+    image: pulumi.Output[str]
+    """The serving image reference."""
+
+    def __init__(self, name: str, args: ModelServingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:index:ModelServing", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        base = labels(args.model_name, "serving", args.stack)
+        selector = {k: base[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+
+        self.image, _ = image_reference(self, f"{name}-image", args.image, args.push_target)
+
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-account",
+            metadata={"namespace": args.namespace, "labels": base},
+            # The server never talks to the Kubernetes API.
+            automount_service_account_token=False,
+            opts=child,
+        )
+        account_name = object_name(account)
+
+        stable_replicas, canary_replicas = split_replicas(args.replicas, args.canary_weight)
+        stable = self._deployment(
+            f"{name}-deployment", "stable", args, args.release, stable_replicas, account_name, base, selector
+        )
+        self.canary_deployment_name = None
+        if args.canary is not None:
+            canary = self._deployment(
+                f"{name}-canary", "canary", args, args.canary, canary_replicas, account_name, base, selector
+            )
+            self.canary_deployment_name = object_name(canary)
+
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": args.model_name, "namespace": args.namespace, "labels": base},
+            spec={
+                "type": args.service_type.value,
+                # Both tracks: traffic splits by replica count.
+                "selector": selector,
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-autoscaler",
+            metadata={"namespace": args.namespace, "labels": base},
+            spec={
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": object_name(stable),
+                },
+                "minReplicas": stable_replicas,
+                "maxReplicas": max(args.max_replicas - canary_replicas, stable_replicas),
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": args.target_cpu_percent},
+                        },
+                    }
+                ],
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-disruption-budget",
+            metadata={"namespace": args.namespace, "labels": base},
+            spec={"maxUnavailable": args.max_unavailable, "selector": {"matchLabels": selector}},
+            opts=child,
+        )
+        sources: list[dict[str, Any]] = [
+            {"podSelector": {"matchLabels": {"mlops.dev/client-of": args.model_name}}},
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": args.monitoring_namespace}
+                }
+            },
+            *({"ipBlock": {"cidr": cidr}} for cidr in args.client_cidrs),
+        ]
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata={"namespace": args.namespace, "labels": base},
+            spec={
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress"],
+                # Only the Service's clients (pods labelled mlops.dev/client-of=<model>) and the
+                # monitoring namespace's scraper reach port 8080 (/v2/... and /metrics).
+                "ingress": [{"from": sources, "ports": [{"port": PORT, "protocol": "TCP"}]}],
+            },
+            opts=child,
+        )
+
+        self.service_name = object_name(service)
+        self.endpoint = _service_url(service)
+        self.deployment_name = object_name(stable)
+        self.release_id = stable.metadata.apply(lambda m: (m.labels or {})["mlops.dev/release"])
+        self.model_uri = stable.metadata.apply(lambda m: (m.annotations or {})["mlops.dev/model-uri"])
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "service_name": self.service_name,
+                "deployment_name": self.deployment_name,
+                "canary_deployment_name": self.canary_deployment_name,
+                "release_id": self.release_id,
+                "model_uri": self.model_uri,
+                "image": self.image,
+            }
+        )
+
+    def _deployment(
+        self,
+        resource_name: str,
+        track: str,
+        args: ModelServingArgs,
+        release: ServedRelease,
+        replicas: int,
+        account_name: pulumi.Output[str],
+        base: dict[str, str],
+        selector: dict[str, str],
+    ) -> k8s.apps.v1.Deployment:
+        track_selector = {**selector, "mlops.dev/track": track}
+        release_labels = {**base, "mlops.dev/track": track, "mlops.dev/release": release.release_id}
+        annotations = {
+            "mlops.dev/model-uri": release.model_uri,
+            "mlops.dev/gates": release.gates,
+            "mlops.dev/model-version": release.model_version,
+        }
+        env: list[dict[str, Any]] = [
+            {"name": "MLOPS_MODEL_URI", "value": release.model_uri},
+            {"name": "MLOPS_MODEL_SHA256", "value": release.model_sha256},
+            {"name": "MLOPS_PORT", "value": str(PORT)},
+            {"name": "MLOPS_DRAIN_SECONDS", "value": str(args.drain_seconds)},
+            {"name": "TMPDIR", "value": "/tmp"},
+            {"name": "HOME", "value": "/tmp"},
+        ]
+        if args.s3_endpoint_url is not None:
+            env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": args.s3_endpoint_url})
+        if args.s3_secret_name is not None:
+            env += [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": args.s3_secret_name, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ]
+        pod_spec: dict[str, Any] = {
+            "serviceAccountName": account_name,
+            "automountServiceAccountToken": False,
+            "securityContext": pod_security_context(),
+            # Longer than the preStop delay plus the longest request, so none is cut off.
+            "terminationGracePeriodSeconds": args.drain_seconds + args.max_request_seconds + 5,
+            "containers": [
+                {
+                    "name": "server",
+                    "image": self.image,
+                    "command": ["python", "-m", "model.server"],
+                    "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                    "env": env,
+                    "readinessProbe": {
+                        "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                        "periodSeconds": 5,
+                        "timeoutSeconds": 2,
+                        "failureThreshold": 2,
+                    },
+                    "livenessProbe": {
+                        "httpGet": {"path": "/v2/health/live", "port": "http"},
+                        "periodSeconds": 10,
+                        "timeoutSeconds": 2,
+                        "failureThreshold": 3,
+                    },
+                    "startupProbe": {
+                        "httpGet": {"path": "/v2/health/live", "port": "http"},
+                        "periodSeconds": 2,
+                        "failureThreshold": 60,
+                    },
+                    # Keep serving while endpoints and load balancers drop this pod.
+                    "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(args.drain_seconds)]}}},
+                    "resources": resources(
+                        args.cpu_request, args.memory_request, args.cpu_limit, args.memory_limit
+                    ),
+                    "securityContext": container_security_context(),
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        }
+        if args.image_pull_secret_name is not None:
+            pod_spec["imagePullSecrets"] = [{"name": args.image_pull_secret_name}]
+        if args.topology_spread:
+            pod_spec["topologySpreadConstraints"] = [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": key,
+                    "whenUnsatisfiable": when,
+                    "labelSelector": {"matchLabels": track_selector},
+                    "matchLabelKeys": ["pod-template-hash"],
+                }
+                for key, when in (
+                    ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+                    ("kubernetes.io/hostname", "DoNotSchedule"),
+                )
+            ]
+        return k8s.apps.v1.Deployment(
+            resource_name,
+            metadata={
+                "name": f"{args.model_name}-{track}",
+                "namespace": args.namespace,
+                "labels": release_labels,
+                "annotations": annotations,
+            },
+            spec={
+                "replicas": replicas,
+                "revisionHistoryLimit": 5,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                # The selector is immutable: it never holds the release.
+                "selector": {"matchLabels": track_selector},
+                "template": {
+                    "metadata": {
+                        "labels": release_labels,
+                        "annotations": {
+                            **annotations,
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(PORT),
+                            "prometheus.io/path": "/metrics",
+                        },
+                    },
+                    "spec": pod_spec,
+                },
+            },
+            # The autoscaler owns spec.replicas after the first rollout (the stable track).
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["spec.replicas"] if track == "stable" else None
+            ),
+        )
+
+
+def _service_url(service: k8s.core.v1.Service) -> pulumi.Output[str]:
+    """http://<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
+    return pulumi.Output.concat(
+        "http://",
+        object_name(service),
+        ".",
+        service.metadata.apply(lambda m: m.namespace),
+        ".svc.cluster.local:",
+        service.spec.apply(lambda s: str((s.ports or [])[0].port)),
+    )

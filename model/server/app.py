@@ -1,0 +1,455 @@
+"""The ASGI app: MLflow scoring protocol, Open Inference Protocol, health, metrics.
+
+A plain ASGI callable rather than a framework router: the request path is a dict lookup,
+a body read, the decoder and the batcher, and every microsecond spent elsewhere shows up
+directly in single-row throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+import orjson
+
+from model.server.batching import MicroBatcher
+from model.server.decode import Decoder
+from model.server.errors import RequestError
+from model.server.loader import LoadedRelease, RetryPolicy, load_release
+from model.server.metrics import ServerMetrics
+from model.server.runtime import Prediction
+from model.server.settings import ServerSettings
+
+__all__ = ["ServerApp", "create_app"]
+
+log = logging.getLogger("mlops.server")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Loader = Callable[[], LoadedRelease]
+
+_JSON = b"application/json"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_SERVER_NAME = "mlops-model-server"
+_STATIC_ROUTES = {
+    "/invocations": "/invocations",
+    "/v2/health/live": "/v2/health/live",
+    "/v2/health/ready": "/v2/health/ready",
+    "/ping": "/ping",
+    "/health": "/health",
+    "/version": "/version",
+    "/metrics": "/metrics",
+    "/v2": "/v2",
+}
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: nothing to answer."""
+
+
+class ServerApp:
+    """One model release behind HTTP. Build with `create_app`; serve with uvicorn (lifespan on)."""
+
+    def __init__(self, settings: ServerSettings, loader: Loader | None = None) -> None:
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.release: LoadedRelease | None = None
+        self.decoder: Decoder | None = None
+        self.failure: str | None = None
+        self.draining = False
+        self.started = time.monotonic()
+        self._loader = loader or (
+            lambda: load_release(
+                settings.model_uri,
+                settings.model_sha256,
+                settings.model_version,
+                retry=RetryPolicy(attempts=settings.load_attempts),
+            )
+        )
+        self._load_task: asyncio.Task[None] | None = None
+        self._arriving = 0
+        self._batcher: MicroBatcher | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._v2_models_prefix = b""
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.release is not None and not self.draining
+
+    def begin_drain(self) -> None:
+        """SIGTERM: report unready at once; responses from now on close their connection."""
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    def start_loading(self) -> None:
+        if self._load_task is None:
+            self._load_task = asyncio.get_running_loop().create_task(self._load())
+
+    async def wait_loaded(self, timeout: float) -> bool:
+        """For tests and embedders: wait (bounded) for the load to finish, either way."""
+        self.start_loading()
+        assert self._load_task is not None
+        await asyncio.wait_for(asyncio.shield(self._load_task), timeout)
+        return self.release is not None
+
+    async def _load(self) -> None:
+        try:
+            release = await asyncio.to_thread(self._loader)
+            decoder = Decoder(release.schema, self.settings.max_batch_rows)
+            example = decoder.invocations(release.serving_example, "application/json", False)
+            result = await asyncio.to_thread(release.runtime.predict, example.X)
+            if len(result.values) != len(example.X):
+                raise RuntimeError("the self-test prediction returned the wrong number of rows")
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("model not loaded, the server stays unready: %s", self.failure)
+            return
+        self.decoder = decoder
+        self._batcher = MicroBatcher(
+            release.runtime.predict,
+            self.settings.batch_combined_rows,
+            self.settings.batch_wait_ms / 1000,
+            lambda: self._arriving,
+            self._observe_batch,
+        )
+        self._headers = [
+            (b"x-mlops-release-id", release.release_id.encode()),
+            (b"x-mlops-model-version", release.model_version.encode()),
+        ]
+        self._v2_models_prefix = f"/v2/models/{release.model_name}".encode()
+        seconds = time.monotonic() - self.started
+        self.metrics.load_seconds.set(seconds)
+        self.metrics.model_info.labels(
+            release.model_name, release.release_id, release.model_version, release.runtime.name
+        ).set(1)
+        self.release = release
+        # Everything loaded so far (scikit-learn, the model) lives as long as the process:
+        # moving it out of the collector's reach keeps full collections from adding tens of
+        # milliseconds to whichever request triggers them.
+        gc.collect()
+        gc.freeze()
+        if not self.draining:
+            self.metrics.ready.set(1)
+        log.info(
+            "ready in %.2fs: %s release %s (version %s, %s %s) on runtime %s: %s",
+            seconds,
+            release.model_name,
+            release.release_id,
+            release.model_version,
+            release.task,
+            release.estimator,
+            release.runtime.name,
+            release.runtime_reason,
+        )
+
+    def _observe_batch(self, rows: int, requests: int) -> None:
+        self.metrics.batch_rows.observe(rows)
+        self.metrics.batch_requests.observe(requests)
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self._batcher is not None:
+            self._batcher.close()
+
+    # -- ASGI ------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        route = _STATIC_ROUTES.get(path) or self._route(path)
+        v2 = route.startswith("/v2")
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        extra: list[tuple[bytes, bytes]] = []
+        content_type = _JSON
+        try:
+            status, body, content_type = await self._dispatch(route, method, scope, receive)
+        except RequestError as exc:
+            status, body = exc.status, orjson.dumps(exc.body(v2))
+            metrics.observe_error(route, exc.code)
+            if exc.status == 413 and exc.code == "body_too_large":
+                # The unread body would otherwise be parsed as the next request.
+                extra.append((b"connection", b"close"))
+        except _ClientGone:
+            metrics.in_flight.dec()
+            return
+        except Exception:
+            log.exception("unhandled error on %s", route)
+            status = 500
+            body = orjson.dumps(
+                RequestError(500, "internal_error", "the server failed on this request; see its log").body(v2)
+            )
+            metrics.observe_error(route, "internal_error")
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        headers.extend(self._headers)
+        if self.draining:
+            extra.append((b"connection", b"close"))
+        headers.extend(extra)
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            metrics.in_flight.dec()
+            metrics.observe_request(route, method, status, time.perf_counter() - started)
+
+    def _route(self, path: str) -> str:
+        if path.startswith("/v2/models/"):
+            rest = path[len("/v2/models/") :].split("/")
+            if len(rest) == 1:
+                return "/v2/models/{name}"
+            if len(rest) == 2 and rest[1] in ("infer", "ready"):
+                return "/v2/models/{name}/" + rest[1]
+            if len(rest) == 3 and rest[1] == "versions":
+                return "/v2/models/{name}/versions/{version}"
+            if len(rest) == 4 and rest[1] == "versions" and rest[3] in ("infer", "ready"):
+                return "/v2/models/{name}/versions/{version}/" + rest[3]
+        return "other"
+
+    async def _dispatch(
+        self, route: str, method: str, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, bytes]:
+        if route == "/invocations":
+            _require(method, "POST")
+            return await self._invocations(scope, receive)
+        if route.endswith("/infer"):
+            _require(method, "POST")
+            return await self._v2_infer(scope, receive)
+        _require(method, "GET", "HEAD")
+        if route == "/v2/health/live":
+            return 200, b'{"live":true}', _JSON
+        if route in ("/v2/health/ready", "/ping", "/health"):
+            return self._readiness()
+        if route == "/metrics":
+            return 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"
+        if route == "/version":
+            return 200, orjson.dumps(self._version()), _JSON
+        if route == "/v2":
+            return 200, orjson.dumps({"name": _SERVER_NAME, "version": "1", "extensions": []}), _JSON
+        if route.startswith("/v2/models/"):
+            release = self._model_for(scope["path"])
+            if route.endswith("/ready"):
+                return self._readiness()
+            return 200, orjson.dumps(self._v2_metadata(release)), _JSON
+        raise RequestError(404, "not_found", "no such route; see docs/serving.md for the API")
+
+    def _readiness(self) -> tuple[int, bytes, bytes]:
+        if self.ready:
+            return 200, b'{"ready":true}', _JSON
+        reason = "draining" if self.draining else ("load_failed" if self.failure else "loading")
+        return 503, orjson.dumps({"ready": False, "reason": reason}), _JSON
+
+    def _version(self) -> dict[str, Any]:
+        release = self.release
+        if release is None:
+            return {"server": _SERVER_NAME, "ready": False}
+        return {
+            "server": _SERVER_NAME,
+            "model_name": release.model_name,
+            "release_id": release.release_id,
+            "model_version": release.model_version,
+            "runtime": release.runtime.name,
+            "runtime_reason": release.runtime_reason,
+        }
+
+    def _loaded(self) -> tuple[LoadedRelease, Decoder, MicroBatcher]:
+        if self.release is None or self.decoder is None or self._batcher is None:
+            reason = "failed to load; see the server log" if self.failure else "is still loading"
+            raise RequestError(503, "not_ready", f"the model {reason}")
+        return self.release, self.decoder, self._batcher
+
+    def _model_for(self, path: str) -> LoadedRelease:
+        release, _, _ = self._loaded()
+        parts = path.split("/")
+        if parts[3] != release.model_name or (
+            len(parts) > 5 and parts[4] == "versions" and parts[5] != release.model_version
+        ):
+            raise RequestError(
+                404,
+                "model_not_found",
+                f"this server serves model '{release.model_name}' version '{release.model_version}' only",
+            )
+        return release
+
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, str]:
+        limit = self.settings.max_body_bytes
+        content_type = ""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise RequestError(400, "invalid_header", "Content-Length is not a number") from None
+                if declared > limit:
+                    raise RequestError(
+                        413,
+                        "body_too_large",
+                        f"the body has {declared} bytes; this server accepts at most {limit}",
+                    )
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, "body_too_large", f"the body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), content_type
+
+    async def _predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:
+        self.metrics.request_rows.observe(len(X))
+        return await batcher.predict(X)
+
+    async def _invocations(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
+        release, decoder, batcher = self._loaded()
+        self._arriving += 1
+        try:
+            body, content_type = await self._body(scope, receive)
+            if not content_type:
+                raise RequestError(
+                    415, "unsupported_media_type", "set Content-Type to application/json or text/csv"
+                )
+            query = scope.get("query_string", b"")
+            decoded = decoder.invocations(body, content_type, _query_probabilities(query) if query else False)
+        finally:
+            self._arriving -= 1
+        if decoded.probabilities and release.classes is None:
+            raise RequestError(400, "probabilities_unavailable", "probabilities exist for classifiers only")
+        result = await self._predict(batcher, decoded.X)
+        out: dict[str, Any] = {"predictions": _plain(result.values)}
+        if decoded.probabilities:
+            out["probabilities"] = result.probabilities
+            out["classes"] = release.classes
+        return 200, orjson.dumps(out, option=_NUMPY), _JSON
+
+    async def _v2_infer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
+        release = self._model_for(scope["path"])
+        _, decoder, batcher = self._loaded()
+        self._arriving += 1
+        try:
+            body, content_type = await self._body(scope, receive)
+            media = content_type.partition(";")[0].strip().lower()
+            if media and media != "application/json":
+                raise RequestError(
+                    415, "unsupported_media_type", "the inference protocol takes application/json"
+                )
+            request = decoder.v2(body)
+        finally:
+            self._arriving -= 1
+        if "predict_proba" in request.outputs and release.classes is None:
+            raise RequestError(400, "probabilities_unavailable", "predict_proba exists for classifiers only")
+        result = await self._predict(batcher, request.X)
+        rows = len(request.X)
+        outputs = []
+        for name in request.outputs:
+            if name == "predict":
+                values = result.values
+                datatype = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}.get(
+                    values.dtype.kind, "BYTES"
+                )
+                outputs.append({"name": name, "datatype": datatype, "shape": [rows], "data": _plain(values)})
+            else:
+                proba = result.probabilities
+                assert proba is not None
+                outputs.append(
+                    {
+                        "name": name,
+                        "datatype": "FP64",
+                        "shape": [rows, proba.shape[1]],
+                        "data": proba.reshape(-1),
+                    }
+                )
+        out: dict[str, Any] = {
+            "model_name": release.model_name,
+            "model_version": release.model_version,
+            "outputs": outputs,
+        }
+        if request.request_id is not None:
+            out["id"] = request.request_id
+        return 200, orjson.dumps(out, option=_NUMPY), _JSON
+
+    def _v2_metadata(self, release: LoadedRelease) -> dict[str, Any]:
+        datatype = {"double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32"}
+        inputs = [
+            {"name": c.name, "datatype": datatype[c.kind], "shape": [-1]} for c in release.schema.columns
+        ]
+        outputs = [{"name": "predict", "datatype": "INT64" if release.classes else "FP64", "shape": [-1]}]
+        if release.classes is not None:
+            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(release.classes)]})
+        return {
+            "name": release.model_name,
+            "versions": [release.model_version],
+            "platform": "sklearn",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "release_id": release.release_id,
+                "runtime": release.runtime.name,
+                "classes": list(release.classes) if release.classes is not None else None,
+                "tensor_input": {"datatype": "FP64", "shape": [-1, release.schema.width]},
+            },
+        }
+
+
+def _require(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise RequestError(405, "method_not_allowed", f"use {' or '.join(allowed)} on this route")
+
+
+def _query_probabilities(query: bytes) -> bool:
+    try:
+        params = parse_qs(query.decode("ascii"), strict_parsing=False)
+    except UnicodeDecodeError:
+        raise RequestError(400, "invalid_query", "the query string is not ASCII") from None
+    values = params.get("probabilities")
+    if values is None:
+        return False
+    if values[-1] not in ("true", "false"):
+        raise RequestError(
+            400, "invalid_params", "probabilities must be true or false", field="probabilities"
+        )
+    return values[-1] == "true"
+
+
+def _plain(values: np.ndarray) -> Any:
+    return values.tolist() if values.dtype.kind == "O" else values
+
+
+def create_app(settings: ServerSettings, loader: Loader | None = None) -> ServerApp:
+    """The app factory: the model loads in the background once the lifespan starts."""
+    return ServerApp(settings, loader)

@@ -1,0 +1,296 @@
+"""Fetch a release (local path, s3:// or models:/), verify it, load it safely and compile it.
+
+Heavy imports (scikit-learn, skops, onnxruntime, boto3, mlflow) happen here, inside
+`load_release`, which the app runs in a worker thread after the socket is already open: so
+liveness answers from process start while the model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from model.server.runtime import Runtime
+from model.server.schema import InputSchema
+
+__all__ = ["LoadError", "LoadedRelease", "fetch_release", "load_release", "reference_rows"]
+
+log = logging.getLogger("mlops.server")
+
+RELEASE_FILE = "release.json"
+PROFILE_FILE = "reference_profile.json"
+MODEL_SUBDIR = "model"
+REFERENCE_ROWS = 2000
+
+
+class LoadError(RuntimeError):
+    """The release cannot be served: unreachable, missing, corrupt, unsafe or unsupported."""
+
+
+@dataclass(frozen=True)
+class LoadedRelease:
+    model_name: str
+    release_id: str
+    model_version: str
+    task: str
+    estimator: str
+    classes: tuple[Any, ...] | None
+    schema: InputSchema
+    runtime: Runtime
+    runtime_reason: str
+    serving_example: bytes
+    """The model's serving_input_example.json: the readiness self-test's request body."""
+    folder: Path
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(
+        exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError
+    ):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or error.get("Code") in {
+            "Throttling",
+            "ThrottlingException",
+            "SlowDown",
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+        }
+    return False
+
+
+def _download_s3(uri: str, scratch: Path, retry: RetryPolicy, sleep: Callable[[float], None]) -> Path:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from model.data import s3_client
+
+    parsed = urlparse(uri)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    target = Path(tempfile.mkdtemp(prefix="mlops-release-", dir=scratch))
+    delay = retry.first_delay
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            client = s3_client()
+            keys: list[str] = []
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+            if not keys:
+                raise LoadError(f"{uri} holds no objects: is the release id right?")
+            for key in keys:
+                relative = key[len(prefix) + 1 :]
+                if not relative or ".." in Path(relative).parts:
+                    continue
+                path = target / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, key, str(path))
+            return target
+        except (BotoCoreError, ClientError) as exc:
+            if not _is_transient(exc) or attempt == retry.attempts:
+                raise LoadError(
+                    f"could not download {uri} (attempt {attempt}/{retry.attempts}): {exc}"
+                ) from exc
+            wait = min(delay, retry.max_delay) * (0.5 + random.random() / 2)
+            log.warning(
+                "transient S3 error on attempt %d/%d: %s; retrying in %.1fs",
+                attempt,
+                retry.attempts,
+                exc,
+                wait,
+            )
+            sleep(wait)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _resolve_models_uri(uri: str) -> tuple[str, str]:
+    """models:/<name>/<version> or models:/<name>@<alias> to (release folder URI, version)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    reference = uri.removeprefix("models:/")
+    client = MlflowClient()
+    try:
+        if "@" in reference:
+            name, alias = reference.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = reference.partition("/")
+            version = client.get_model_version(name, number)
+    except MlflowException as exc:
+        raise LoadError(f"registry lookup of {uri} failed: {exc.message}") from exc
+    source = (version.source or "").rstrip("/")
+    if source.startswith("models:/") or not source:
+        raise LoadError(f"{uri} points to {source!r}, not to a release folder")
+    if source.endswith("/" + MODEL_SUBDIR):
+        source = source[: -len(MODEL_SUBDIR) - 1]
+    return source, str(version.version)
+
+
+def fetch_release(
+    uri: str,
+    scratch: Path,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Path, str | None]:
+    """A local release folder for `uri`, and the registry version when the URI names one."""
+    version = None
+    if uri.startswith("models:/"):
+        uri, version = _resolve_models_uri(uri)
+    if uri.startswith("s3://"):
+        folder = _download_s3(uri, scratch, retry or RetryPolicy(), sleep)
+    elif "://" in uri and not uri.startswith("file://"):
+        raise LoadError(f"unsupported model URI scheme in {uri!r}; use a path, file://, s3:// or models:/")
+    else:
+        folder = Path(urlparse(uri).path if uri.startswith("file://") else uri)
+    if not (folder / RELEASE_FILE).is_file() and (folder / "MLmodel").is_file():
+        folder = folder.parent
+    if not (folder / RELEASE_FILE).is_file():
+        raise LoadError(f"{folder} is not a release folder: {RELEASE_FILE} is missing or unreadable")
+    return folder, version
+
+
+def reference_rows(
+    folder: Path, schema: InputSchema, rows: int = REFERENCE_ROWS, seed: int = 0
+) -> np.ndarray:
+    """Rows drawn from the training profile's per-feature histograms, to check a runtime against."""
+    try:
+        profile = json.loads((folder / PROFILE_FILE).read_text())
+        features = {f["name"]: f for f in profile["features"]}
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise LoadError(f"{folder / PROFILE_FILE} is missing or unreadable: {exc}") from exc
+    rng = np.random.default_rng(seed)
+    out = np.empty((rows, schema.width))
+    for j, column in enumerate(schema.columns):
+        feature = features.get(column.name)
+        if feature is None:
+            raise LoadError(f"the reference profile has no feature {column.name!r}")
+        edges = np.asarray(feature["edges"], dtype=np.float64)
+        spread = float(feature["std"]) if np.isfinite(feature["std"]) and feature["std"] > 0 else 1.0
+        if edges.size == 0:
+            out[:, j] = float(feature["mean"]) if np.isfinite(feature["mean"]) else 0.0
+            continue
+        lows = np.concatenate([[edges[0] - spread], edges])
+        highs = np.concatenate([edges, [edges[-1] + spread]])
+        freq = np.asarray(feature["frequencies"], dtype=np.float64)
+        freq = freq / freq.sum() if freq.sum() > 0 else np.full(freq.size, 1 / freq.size)
+        bins = rng.choice(freq.size, size=rows, p=freq)
+        out[:, j] = rng.uniform(lows[bins], highs[bins])
+        if column.kind in ("long", "integer"):
+            out[:, j] = np.round(out[:, j])
+    return out
+
+
+def _import_skops_narrowly() -> None:
+    """Import skops with its default-trusted estimators narrowed to the ones we serve.
+
+    skops builds its default trusted list from `sklearn.utils.all_estimators()` at import,
+    which walks and imports all of scikit-learn (1-2 s of start-up, more than half of it).
+    Listing only the estimators `model/estimators.py` knows (plus the pipeline, scaler and
+    trees they are made of) makes the import fast and the loader stricter, not looser.
+    """
+    if "skops.io" in sys.modules:
+        return
+    import sklearn.utils
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    from model.estimators import ESTIMATORS
+
+    classes = {info.cls for info in ESTIMATORS.values()}
+    classes |= {Pipeline, StandardScaler, DecisionTreeClassifier, DecisionTreeRegressor}
+    listing = sorted(((cls.__name__, cls) for cls in classes), key=lambda item: item[0])
+    original = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = lambda *args, **kwargs: listing
+    try:
+        import skops.io  # noqa: F401
+    finally:
+        sklearn.utils.all_estimators = original
+
+
+def load_release(
+    uri: str,
+    expected_sha256: str | None,
+    model_version: str | None,
+    scratch: Path | None = None,
+    retry: RetryPolicy | None = None,
+) -> LoadedRelease:
+    """Everything the server needs, or a LoadError that says what is wrong."""
+    from model.artifact import ArtifactError, ReleaseMetadata, load_sklearn_model
+    from model.server.decode import Decoder
+    from model.server.errors import RequestError
+    from model.server.runtime import compile_runtime
+
+    _import_skops_narrowly()
+    scratch = scratch or Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
+    folder, registry_version = fetch_release(uri, scratch, retry)
+    try:
+        metadata = ReleaseMetadata.from_json((folder / RELEASE_FILE).read_text())
+        model_dir = folder / MODEL_SUBDIR
+        pipeline = load_sklearn_model(
+            model_dir, metadata.estimator, metadata.task, expected_sha256 or metadata.model_sha256
+        )
+    except (ArtifactError, OSError, TypeError, ValueError) as exc:
+        raise LoadError(str(exc)) from exc
+    from model.server.schema import SchemaError
+
+    try:
+        schema = InputSchema.from_mlmodel(model_dir / "MLmodel")
+    except SchemaError as exc:
+        raise LoadError(str(exc)) from exc
+    if list(schema.names) != list(metadata.feature_names):
+        raise LoadError("the model's signature and release.json disagree on the feature names")
+    classification = metadata.task == "classification"
+    try:
+        example = (model_dir / "serving_input_example.json").read_bytes()
+        example_rows = Decoder(schema, 1_000_000).invocations(example, "application/json", False).X
+    except (OSError, RequestError) as exc:
+        raise LoadError(
+            f"the model's serving input example is missing or does not fit its signature: {exc}"
+        ) from exc
+    reference = np.vstack([example_rows, reference_rows(folder, schema)])
+    choice = compile_runtime(pipeline, classification, reference)
+    classes = tuple(metadata.classes) if classification and metadata.classes is not None else None
+    return LoadedRelease(
+        model_name=metadata.model_name,
+        release_id=metadata.release_id,
+        model_version=model_version or registry_version or metadata.release_id,
+        task=metadata.task,
+        estimator=metadata.estimator,
+        classes=classes,
+        schema=schema,
+        runtime=choice.runtime,
+        runtime_reason=choice.reason,
+        serving_example=example,
+        folder=folder,
+    )

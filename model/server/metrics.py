@@ -1,0 +1,87 @@
+"""Prometheus metrics of one server: a registry per app, label values only from fixed sets."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+__all__ = ["ServerMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class ServerMetrics:
+    """Counters and histograms the request path updates; children are cached per label tuple."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlops_server_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "mlops_server_request_errors",
+            "Rejected requests by route and error code.",
+            ["route", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mlops_server_request_duration_seconds",
+            "Time from request start to the last byte of the response, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_rows = Histogram(
+            "mlops_server_request_rows", "Rows per prediction request.", buckets=_ROW_BUCKETS, registry=r
+        )
+        self.batch_rows = Histogram(
+            "mlops_server_batch_rows",
+            "Rows per model call after combining concurrent requests.",
+            buckets=_ROW_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "mlops_server_batch_requests",
+            "Requests combined into one model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.in_flight = Gauge("mlops_server_in_flight_requests", "Requests being handled.", registry=r)
+        self.load_seconds = Gauge(
+            "mlops_server_model_load_seconds",
+            "Seconds from start to a loaded, self-tested model.",
+            registry=r,
+        )
+        self.ready = Gauge("mlops_server_ready", "1 when the server accepts predictions.", registry=r)
+        self.model_info = Gauge(
+            "mlops_server_model_info",
+            "The served release (value 1).",
+            ["model_name", "release_id", "model_version", "runtime"],
+            registry=r,
+        )
+        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self.requests.labels(route, method if method in METHODS else "OTHER", str(status))
+            self._children[key] = child
+        child.inc()  # type: ignore[attr-defined]
+        hkey = ("latency", route)
+        hist = self._children.get(hkey)
+        if hist is None:
+            hist = self._children[hkey] = self.latency.labels(route)
+        hist.observe(seconds)  # type: ignore[attr-defined]
+
+    def observe_error(self, route: str, code: str) -> None:
+        self.errors.labels(route, code).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,53 @@
+"""Server configuration: one frozen object built by the CLI (flags, then MLOPS_* variables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ServerSettings"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_uri: str
+    """Release folder: a path, file://, s3://bucket/<model>/<release_id>, models:/<name>/<version>
+    or models:/<name>@<alias>."""
+    model_sha256: str | None = None
+    """Expected checksum of the model folder; None trusts release.json's model_sha256."""
+    model_version: str | None = None
+    """Version reported in headers and V2 metadata; None: the registry version, else the release id."""
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Larger bodies get 413 before any byte is parsed."""
+    max_batch_rows: int = 10_000
+    """Most rows one request may carry (413 beyond)."""
+    drain_seconds: float = 20.0
+    """Upper bound on shutdown after SIGTERM: keep serving, then finish in-flight requests, exit 0."""
+    batch_wait_ms: float = 0.2
+    """Longest a model call waits for requests that are still being decoded (0: never waits)."""
+    batch_combined_rows: int = 512
+    """Most rows one model call combines from concurrent requests."""
+    load_attempts: int = 5
+    """Attempts at fetching an s3:// release when errors are transient (backoff doubles from 0.5 s)."""
+    access_log: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": 0 <= self.port <= 65535,
+            "max_body_bytes": self.max_body_bytes > 0,
+            "max_batch_rows": self.max_batch_rows > 0,
+            "drain_seconds": self.drain_seconds >= 0,
+            "batch_wait_ms": 0 <= self.batch_wait_ms <= 1000,
+            "batch_combined_rows": self.batch_combined_rows > 0,
+            "load_attempts": self.load_attempts > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"invalid server setting {bad[0]}={getattr(self, bad[0])!r} (ports 0-65535, sizes > 0, "
+                "drain >= 0, batch wait 0-1000 ms)"
+            )
+        if not self.model_uri:
+            raise ValueError("model_uri is required: pass --model-uri or set MLOPS_MODEL_URI")

@@ -1,0 +1,273 @@
+"""The whole program for both stacks, under mocks, through the render: tree, schemas, policies, diffs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from infra.render import RenderResult, render_stack, run_program
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def newest_schema_version() -> str:
+    """The newest Kubernetes version kubernetes-validate ships strict schemas for."""
+    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    versions = [
+        tuple(int(p) for p in m.groups())
+        for d in folder.iterdir()
+        if (m := re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)-local-strict", d.name))
+    ]
+    return ".".join(map(str, max(versions)))
+
+
+def _tree(render: RenderResult) -> set[tuple[str, str, str | None]]:
+    return {(r.type, r.name, r.parent) for r in render.resources}
+
+
+def test_dev_stack_tree(dev_render: RenderResult) -> None:
+    stack = "pulumi:pulumi:Stack::mlops-dev"
+    top = {(t, n) for t, n, p in _tree(dev_render) if p == stack}
+    assert top == {
+        ("pulumi:providers:kubernetes", "kubernetes"),
+        ("kubernetes:core/v1:Namespace", "namespace"),
+        ("mlops:index:ModelRegistry", "registry"),
+        ("mlops:index:TrainingJob", "training"),
+        ("mlops:index:ModelServing", "serving"),
+    }
+    # Every other resource is a child of a component, named after it.
+    for type_, name, parent in _tree(dev_render):
+        if parent != stack:
+            assert parent is not None and parent.startswith("mlops:index:")
+            assert name.startswith(parent.split("::")[1] + "-"), (type_, name, parent)
+    provider = dev_render.find("pulumi:providers:kubernetes", "kubernetes").inputs
+    assert provider["context"] == "kind-mlops" and provider["namespace"] == "mlops-dev"
+    assert "renderYamlToDirectory" not in provider
+    outputs = dev_render.outputs
+    assert re.fullmatch(r"[0-9a-f]{12}", outputs["release_id"])
+    assert outputs["model_uri"] == f"s3://mlops-dev-artifacts/breast-cancer/{outputs['release_id']}"
+    assert outputs["serving_endpoint"] == "http://breast-cancer.mlops-dev.svc.cluster.local:80"
+    assert set(outputs["images"]) == {"serving", "training", "mlflow"}
+    job = dev_render.find("kubernetes:batch/v1:Job", "training-job").inputs
+    assert job["metadata"]["name"] == f"train-{outputs['release_id']}"
+
+
+def test_dev_matches_the_release_the_trainer_computes(dev_render: RenderResult) -> None:
+    from infra.config import load_stack_file
+    from model.train import plan_release
+
+    settings = load_stack_file("dev", REPO)
+    assert settings.training is not None
+    assert dev_render.outputs["release_id"] == plan_release(settings.training).release_id
+
+
+def test_prod_stack_serves_the_pinned_release(prod_render: RenderResult) -> None:
+    types = [r.type for r in prod_render.resources]
+    assert "kubernetes:batch/v1:Job" not in types and "mlops:index:TrainingJob" not in types
+    assert "docker:index/image:Image" not in types  # images pinned in config: no Docker engine needed
+    assert "pulumi-python:dynamic:Resource" not in types  # existing bucket
+    deployment = prod_render.find("kubernetes:apps/v1:Deployment", "serving-deployment").inputs
+    assert deployment["spec"]["replicas"] >= 3
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["mlops.dev/release"] == "0123456789ab"
+    assert (
+        pod["metadata"]["annotations"]["mlops.dev/model-uri"]
+        == "s3://mlops-prod-artifacts/breast-cancer/0123456789ab"
+    )
+    assert pod["metadata"]["annotations"]["mlops.dev/model-version"] == "7"
+    assert pod["spec"]["topologySpreadConstraints"]
+    assert re.search(r"@sha256:[0-9a-f]{64}$", pod["spec"]["containers"][0]["image"])
+    assert prod_render.find("kubernetes:policy/v1:PodDisruptionBudget", "serving-disruption-budget")
+    for secret in ("registry-mlflow-database", "registry-pull-secret", "registry-s3-credentials"):
+        data = prod_render.find("kubernetes:core/v1:Secret", secret).inputs["stringData"]
+        assert set(data.values()) == {"[secret]"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_object_validates_against_the_strict_schemas(
+    stack: str, dev_render: RenderResult, prod_render: RenderResult
+) -> None:
+    render = dev_render if stack == "dev" else prod_render
+    version = newest_schema_version()
+    objects = render.kubernetes_objects
+    assert len(objects) >= 10
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_object_carries_the_policy_labels(
+    stack: str, dev_render: RenderResult, prod_render: RenderResult
+) -> None:
+    render = dev_render if stack == "dev" else prod_render
+    for obj in render.kubernetes_objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "mlops", obj["metadata"]
+        assert labels["mlops.dev/stack"] == stack
+        assert labels["app.kubernetes.io/component"] in {"serving", "training", "registry", "image-registry"}
+        assert labels["app.kubernetes.io/name"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_both_stacks_pass_the_policy_pack(
+    stack: str, dev_render: RenderResult, prod_render: RenderResult
+) -> None:
+    from policy.rules import check_resources  # the policy pack (policy/), written alongside
+
+    render = dev_render if stack == "dev" else prod_render
+    # dev exposes its in-cluster image registry on a NodePort (push from the host, pull by kubelets).
+    config = {"allowed_service_types": ["ClusterIP", "NodePort"]} if stack == "dev" else {}
+    violations = check_resources(render.policy_resources(), config)
+    assert violations == [], "\n".join(f"{v.rule} {v.resource}: {v.message}" for v in violations)
+
+
+def _project(tmp_path: Path, dev_config: dict[str, Any]) -> Path:
+    """A project folder running the repo's program with a different dev stack file."""
+    root = tmp_path / "project"
+    root.mkdir(parents=True)
+    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
+    (root / "infra").symlink_to(REPO / "infra")
+    (root / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": dev_config}))
+    return root
+
+
+def _dev_config() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for index, item in enumerate(value):
+            # Name-keyed lists (env, containers, volumes) by name: robust to reordering.
+            key = item.get("name", index) if isinstance(item, dict) else index
+            out.update(_flatten(item, f"{prefix}[{key}]"))
+        return out
+    return {prefix: value}
+
+
+@pytest.mark.slow
+def test_dataset_version_change_moves_only_the_release(tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    data = tmp_path / "data"
+    data.mkdir()
+    frame.to_csv(data / "v1.csv", index=False)
+    frame.iloc[:-10].to_csv(data / "v2.csv", index=False)
+
+    renders = []
+    for version in ("v1", "v2"):
+        config = _dev_config()
+        config["mlops:training"]["dataset"] = str(data / f"{version}.csv")
+        renders.append(run_program("dev", _project(tmp_path / version, config)))
+    before, after = ({(r.type, r.name): r for r in render.resources} for render in renders)
+    assert before.keys() == after.keys()  # nothing created or deleted, only changed
+
+    old_id, new_id = renders[0].outputs["release_id"], renders[1].outputs["release_id"]
+    assert old_id != new_id
+    changed = {key for key in before if before[key].inputs != after[key].inputs}
+    assert changed == {
+        ("kubernetes:batch/v1:Job", "training-job"),
+        ("kubernetes:core/v1:ConfigMap", "training-spec"),  # the release's spec, named after it
+        ("pulumi-python:dynamic:Resource", "training-record"),  # reads the new release back
+        ("kubernetes:apps/v1:Deployment", "serving-deployment"),
+    }
+    # The Job is replaced: a new name.
+    job_names = [
+        r[("kubernetes:batch/v1:Job", "training-job")].inputs["metadata"]["name"] for r in (before, after)
+    ]
+    assert job_names == [f"train-{old_id}", f"train-{new_id}"]
+
+    # The serving Deployment: only the release label, the artifact URI (and what the release's
+    # record says about it) move, in the Deployment and its pod template.
+    old, new = (
+        _flatten(r[("kubernetes:apps/v1:Deployment", "serving-deployment")].inputs) for r in (before, after)
+    )
+    moved = {path for path in old.keys() | new.keys() if old.get(path) != new.get(path)}
+    expected = {
+        "metadata.labels.mlops.dev/release",
+        "metadata.annotations.mlops.dev/model-uri",
+        "spec.template.metadata.labels.mlops.dev/release",
+        "spec.template.metadata.annotations.mlops.dev/model-uri",
+        "spec.template.spec.containers[server].env[MLOPS_MODEL_URI].value",
+        "spec.template.spec.containers[server].env[MLOPS_MODEL_SHA256].value",
+    }
+    assert moved == expected
+    assert new["spec.template.metadata.labels.mlops.dev/release"] == new_id
+    assert new["spec.template.metadata.annotations.mlops.dev/model-uri"].endswith(f"/breast-cancer/{new_id}")
+    # Stack outputs: only the release moved.
+    diff = {k for k in renders[0].outputs if renders[0].outputs[k] != renders[1].outputs[k]}
+    assert diff == {"release_id", "model_uri"}
+
+
+@pytest.mark.slow
+def test_render_is_deterministic_and_writes_every_object(tmp_path: Path) -> None:
+    first = render_stack("dev", tmp_path / "a", REPO)
+    second = render_stack("dev", tmp_path / "b", REPO)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.yaml"))
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.yaml"))
+    assert files_a == files_b
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_text() == (tmp_path / "b" / rel).read_text(), rel
+    manifests = list((tmp_path / "a" / "manifests").rglob("*.yaml"))
+    assert len(manifests) == len(first.kubernetes_objects)
+    listed = yaml.safe_load((tmp_path / "a" / "resources.yaml").read_text())["resources"]
+    assert len(listed) == len(first.resources) == len(second.resources)
+    assert all({"type", "name", "parent", "inputs"} <= entry.keys() for entry in listed)
+    # No secret value is ever written.
+    text = "".join(p.read_text() for p in (tmp_path / "a").rglob("*.yaml"))
+    assert "[secret]" in text
+
+
+@pytest.mark.slow
+def test_render_target_and_images_from_config(tmp_path: Path) -> None:
+    digest = "@sha256:" + "d" * 64
+    config = _dev_config()
+    config["mlops:kubernetes"] = {"render_dir": "rendered", "context": "kind-mlops"}
+    config["mlops:images"] = {
+        "training": "ghcr.io/acme/train" + digest,
+        "serving": "ghcr.io/acme/serve" + digest,
+        "mlflow": "ghcr.io/acme/mlflow" + digest,
+    }
+    render = run_program("dev", _project(tmp_path, config))
+    types = [r.type for r in render.resources]
+    assert "docker:index/image:Image" not in types  # no Docker engine needed
+    provider = render.find("pulumi:providers:kubernetes", "kubernetes").inputs
+    assert provider["renderYamlToDirectory"] == "rendered"
+    job = render.find("kubernetes:batch/v1:Job", "training-job").inputs
+    assert job["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/train" + digest
+    # Nothing runs when rendering, so nothing is read back: serving says so.
+    names = [(r.type, r.name) for r in render.resources]
+    assert ("pulumi-python:dynamic:Resource", "training-record") not in names
+    pod = render.find("kubernetes:apps/v1:Deployment", "serving-deployment").inputs["spec"]["template"]
+    assert pod["metadata"]["annotations"]["mlops.dev/gates"] == "pending"
+    assert pod["spec"]["containers"][0]["image"] == "ghcr.io/acme/serve" + digest
+
+
+def test_policy_pack_sees_the_render_shape(prod_render: RenderResult) -> None:
+    """The pack is not vacuous on our shape: a tag-pinned prod image is reported."""
+    import copy
+
+    from policy.rules import check_resources
+
+    resources = copy.deepcopy(prod_render.policy_resources())
+    for resource in resources:
+        if resource["type"] == "kubernetes:apps/v1:Deployment" and resource["name"] == "serving-deployment":
+            resource["props"]["spec"]["template"]["spec"]["containers"][0]["image"] = (
+                "ghcr.io/acme/serve:latest"
+            )
+    violations = check_resources(resources, {})
+    assert any(v.resource == "serving-deployment" for v in violations), violations

@@ -1,0 +1,167 @@
+"""ModelServing under Pulumi's mocks: rollout safety, the objects around it, the canary split."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components.common import ImageSource
+from components.serving import ModelServing, ModelServingArgs, ServedRelease, ServiceType, split_replicas
+
+TOKEN = "mlops:index:ModelServing"
+IMAGE = ImageSource(ref="ghcr.io/acme/serve@sha256:" + "c" * 64)
+STABLE = ServedRelease("aaaaaaaaaaaa", "s3://b/m/aaaaaaaaaaaa", "1" * 64, "3", "passed")
+CANDIDATE = ServedRelease("bbbbbbbbbbbb", "s3://b/m/bbbbbbbbbbbb", "2" * 64, "4", "passed")
+
+
+def _args(**overrides: object) -> ModelServingArgs:
+    values: dict[str, object] = {
+        "stack": "prod",
+        "namespace": "ns",
+        "model_name": "m",
+        "release": STABLE,
+        "image": IMAGE,
+        "s3_secret_name": "s3",
+        "replicas": 3,
+        "max_replicas": 6,
+        "topology_spread": True,
+    }
+    values.update(overrides)
+    return ModelServingArgs(**values)  # type: ignore[arg-type]
+
+
+def test_serving_tree_rollout_and_outputs(pulumi_mocks, unique) -> None:
+    name = unique("serve")
+    serving = pulumi_mocks.build(lambda: ModelServing(name, _args()))
+    assert serving.pulumi_resource_type == TOKEN
+    assert [(c.type, c.name) for c in pulumi_mocks.children_of(TOKEN, name)] == sorted(
+        [
+            ("kubernetes:apps/v1:Deployment", f"{name}-deployment"),
+            ("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", f"{name}-autoscaler"),
+            ("kubernetes:core/v1:Service", f"{name}-service"),
+            ("kubernetes:core/v1:ServiceAccount", f"{name}-account"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{name}-network-policy"),
+            ("kubernetes:policy/v1:PodDisruptionBudget", f"{name}-disruption-budget"),
+        ]
+    )
+    deployment = pulumi_mocks.one("kubernetes:apps/v1:Deployment", f"{name}-deployment").inputs
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert "mlops.dev/release" not in spec["selector"]["matchLabels"]  # selectors are immutable
+    template = spec["template"]
+    assert template["metadata"]["labels"]["mlops.dev/release"] == "aaaaaaaaaaaa"
+    assert deployment["metadata"]["labels"]["mlops.dev/release"] == "aaaaaaaaaaaa"
+    for notes in (template["metadata"]["annotations"], deployment["metadata"]["annotations"]):
+        assert notes["mlops.dev/model-uri"] == "s3://b/m/aaaaaaaaaaaa"
+        assert notes["mlops.dev/gates"] == "passed"
+        assert notes["mlops.dev/model-version"] == "3"
+    pod = template["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == f"{name}-account"
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "model.server"]
+    assert container["image"] == IMAGE.ref
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+    assert pod["terminationGracePeriodSeconds"] > 10 + 30  # drain + longest request
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["MLOPS_MODEL_URI"] == "s3://b/m/aaaaaaaaaaaa"
+    assert env["MLOPS_MODEL_SHA256"] == "1" * 64
+    assert env["MLOPS_PORT"] == "8080" and env["MLOPS_DRAIN_SECONDS"] == "10"
+    assert env["TMPDIR"] == "/tmp"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
+
+    account = pulumi_mocks.one("kubernetes:core/v1:ServiceAccount", f"{name}-account").inputs
+    assert account["automountServiceAccountToken"] is False
+    hpa = pulumi_mocks.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", f"{name}-autoscaler").inputs
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "m-stable"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    pdb = pulumi_mocks.one("kubernetes:policy/v1:PodDisruptionBudget", f"{name}-disruption-budget").inputs
+    assert pdb["spec"]["maxUnavailable"] == 1
+    service = pulumi_mocks.one("kubernetes:core/v1:Service", f"{name}-service").inputs
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "m",
+        "app.kubernetes.io/component": "serving",
+    }
+    policy = pulumi_mocks.one(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{name}-network-policy"
+    ).inputs
+    rule = policy["spec"]["ingress"][0]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"mlops.dev/client-of": "m"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+
+    out = pulumi_mocks.value(
+        pulumi.Output.all(serving.endpoint, serving.release_id, serving.model_uri, serving.deployment_name)
+    )
+    assert out == ["http://m.ns.svc.cluster.local:80", "aaaaaaaaaaaa", "s3://b/m/aaaaaaaaaaaa", "m-stable"]
+    assert serving.canary_deployment_name is None
+
+
+def test_canary_splits_replicas_under_one_service(pulumi_mocks, unique) -> None:
+    name = unique("serve")
+    serving = pulumi_mocks.build(
+        lambda: ModelServing(name, _args(canary=CANDIDATE, canary_weight=25, replicas=4, max_replicas=8))
+    )
+    stable = pulumi_mocks.one("kubernetes:apps/v1:Deployment", f"{name}-deployment").inputs
+    canary = pulumi_mocks.one("kubernetes:apps/v1:Deployment", f"{name}-canary").inputs
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
+    assert canary["spec"]["template"]["metadata"]["labels"]["mlops.dev/release"] == "bbbbbbbbbbbb"
+    assert canary["spec"]["selector"]["matchLabels"]["mlops.dev/track"] == "canary"
+    service = pulumi_mocks.one("kubernetes:core/v1:Service", f"{name}-service").inputs
+    for deployment in (stable, canary):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+    assert pulumi_mocks.value(serving.canary_deployment_name) == "m-canary"
+
+
+def test_split_replicas() -> None:
+    assert split_replicas(3, 0) == (3, 0)
+    assert split_replicas(4, 25) == (3, 1)
+    assert split_replicas(10, 50) == (5, 5)
+    assert split_replicas(2, 99) == (1, 1)
+    assert split_replicas(10, 1) == (9, 1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"replicas": 0}, "replicas must be >= 1, got 0"),
+        ({"max_replicas": 2}, "max_replicas must be >= replicas (3), got 2"),
+        ({"canary_weight": 10}, "canary_weight must be 0 without a canary, got 10"),
+        (
+            {"canary": CANDIDATE, "canary_weight": 100},
+            "canary_weight must be in 1..99 with a canary, got 100",
+        ),
+        (
+            {"service_type": "Ingress"},
+            "service_type must be one of ['ClusterIP', 'NodePort', 'LoadBalancer']",
+        ),
+        (
+            {"image": ImageSource(dockerfile="images/Dockerfile.serve", repository="s")},
+            "push_target is required",
+        ),
+    ],
+)
+def test_invalid_args_name_the_argument(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        _args(**overrides)
+    assert message in str(err.value)
+
+
+def test_service_type_is_a_closed_choice() -> None:
+    assert [t.value for t in ServiceType] == ["ClusterIP", "NodePort", "LoadBalancer"]

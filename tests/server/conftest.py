@@ -1,0 +1,232 @@
+"""Fixtures for the model server: two trained releases, the in-process app, the real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from model.server import ServerSettings, create_app
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class Release:
+    key: str
+    folder: Path
+    model_name: str
+    release_id: str
+    pipeline: Any
+    frame: pd.DataFrame
+    """Feature rows (signature columns) to send."""
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+
+def _train(workdir: Path) -> dict[str, Release]:
+    from sklearn.datasets import load_breast_cancer, make_classification
+
+    from model.artifact import ReleaseMetadata, load_sklearn_model
+    from model.spec import RegistrySettings, TrainingSpec
+    from model.train import train_release
+
+    X, y = make_classification(n_samples=600, n_features=20, n_informative=8, random_state=3)
+    frame = pd.DataFrame(X, columns=[f"f{i:02d}" for i in range(20)])
+    frame["label"] = y
+    csv = workdir / "classification20.csv"
+    frame.to_csv(csv, index=False)
+    registry = RegistrySettings(
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
+    )
+    specs = {
+        "lr": TrainingSpec(
+            model_name="server-lr",
+            dataset=str(csv),
+            target="label",
+            task="classification",
+            estimator="logistic_regression",
+            params={"max_iter": 500},
+        ),
+        "rf": TrainingSpec(
+            model_name="server-rf",
+            dataset="sklearn:breast_cancer",
+            target="target",
+            task="classification",
+            estimator="random_forest",
+            params={"n_estimators": 40},
+        ),
+    }
+    features = {
+        "lr": frame.drop(columns="label"),
+        "rf": load_breast_cancer(as_frame=True).frame.drop(columns="target"),
+    }
+    releases = {}
+    for key, spec in specs.items():
+        outcome = train_release(spec, registry, workdir, log=lambda _m: None)
+        folder = Path(outcome.model_uri).parent
+        meta = ReleaseMetadata.from_json((folder / "release.json").read_text())
+        pipeline = load_sklearn_model(folder / "model", meta.estimator, meta.task, meta.model_sha256)
+        releases[key] = Release(key, folder, spec.model_name, meta.release_id, pipeline, features[key])
+    return releases
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server-models")
+
+
+@pytest.fixture(scope="session")
+def releases(workdir: Path) -> dict[str, Release]:
+    return _train(workdir)
+
+
+@pytest.fixture(scope="session", params=["lr", "rf"])
+def release(request: pytest.FixtureRequest, releases: dict[str, Release]) -> Release:
+    return releases[request.param]
+
+
+def wait_ready(client: TestClient | httpx.Client, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/v2/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def clients(releases: dict[str, Release]) -> Iterator[dict[str, TestClient]]:
+    """The real app object in process, one per model, lifespan started."""
+    opened = {}
+    for key, rel in releases.items():
+        settings = ServerSettings(model_uri=str(rel.folder), max_batch_rows=500, max_body_bytes=1_000_000)
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        opened[key] = client
+    try:
+        for client in opened.values():
+            wait_ready(client)
+        yield opened
+    finally:
+        for client in opened.values():
+            client.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def client(release: Release, clients: dict[str, TestClient]) -> TestClient:
+    return clients[release.key]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(
+    model_uri: str, scratch: Path, *args: str, env: dict[str, str] | None = None
+) -> ServerProcess:
+    port = free_port()
+    tmp = scratch / f"tmp-{port}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = scratch / f"server-{port}.log"
+    environ = {**os.environ, "TMPDIR": str(tmp), "MLOPS_MODEL_URI": model_uri, **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "model.server", "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=REPO,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+
+
+def wait_live(server: ServerProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.log_text()}")
+        try:
+            if httpx.get(server.url + "/v2/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not live within {timeout}s:\n{server.log_text()}")
+
+
+@pytest.fixture()
+def process_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[ServerProcess] = []
+
+    def factory(model_uri: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        server = start_server(model_uri, tmp_path, *args, env=env)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rf_process(
+    releases: dict[str, Release], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One real server process on the random forest, shared by the process-level tests."""
+    server = start_server(
+        str(releases["rf"].folder), tmp_path_factory.mktemp("rf-process"), "--max-batch-rows", "500"
+    )
+    try:
+        wait_live(server)
+        with httpx.Client(base_url=server.url, timeout=5) as http:
+            wait_ready(http)
+        yield server
+    finally:
+        server.stop()
+
+
+def split_body(frame: pd.DataFrame) -> dict[str, Any]:
+    return {"dataframe_split": {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}}
+
+
+def expected(release: Release, frame: pd.DataFrame) -> list[Any]:
+    return np.asarray(release.pipeline.predict(frame)).tolist()
