@@ -96,5 +96,17 @@ def release_id_command(stack: StackOption = "dev", workdir: WorkdirOption = Path
     out.print(plan.release_id)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve(ctx: typer.Context) -> None:
+    """Serve a release over HTTP: the serving image's server (see `mlops serve --help`)."""
+    # Imported here: the server pins thread pools at import, which training must not inherit.
+    from model.server.__main__ import app as server_app
+
+    server_app(args=ctx.args, prog_name="mlops serve")
+
+
 if __name__ == "__main__":
     app()
