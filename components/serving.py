@@ -19,8 +19,8 @@ from components.common import (
     PushTarget,
     container_security_context,
     image_reference,
-    object_name,
     labels,
+    object_name,
     pod_security_context,
     resources,
 )
@@ -390,7 +390,7 @@ def _service_url(service: k8s.core.v1.Service) -> pulumi.Output[str]:
         "http://",
         object_name(service),
         ".",
-        service.metadata.apply(lambda m: m.namespace),
+        service.metadata.apply(lambda m: str(m.namespace)),
         ".svc.cluster.local:",
         service.spec.apply(lambda s: str((s.ports or [])[0].port)),
     )

@@ -20,8 +20,8 @@ from components.common import (
     PushTarget,
     container_security_context,
     image_reference,
-    object_name,
     labels,
+    object_name,
     pod_security_context,
     resources,
 )
