@@ -175,7 +175,7 @@ def start_seaweedfs(workdir: Path, timeout_s: float = 60) -> S3Service:
         f"-master.port={master}",
         "-master.volumeSizeLimitMB=64",
         f"-volume.port={volume}",
-        "-volume.max=20",
+        "-volume.max=0",  # each bucket is a collection with volumes of its own: no fixed cap
         "-filer",
         f"-filer.port={filer}",
         "-s3",
