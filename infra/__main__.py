@@ -41,10 +41,13 @@ def main() -> None:
     settings = load_settings()
     stack, ns = settings.stack, settings.namespace
     kube = settings.kubernetes
+    # Rendering needs no cluster, and the real provider refuses a context or kubeconfig beside
+    # renderYamlToDirectory: a stack keeps its cluster settings and still renders.
+    rendering = kube.render_dir is not None
     provider = k8s.Provider(
         "kubernetes",
-        kubeconfig=kube.kubeconfig,
-        context=kube.context,
+        kubeconfig=None if rendering else kube.kubeconfig,
+        context=None if rendering else kube.context,
         namespace=ns,
         render_yaml_to_directory=kube.render_dir,
         enable_server_side_apply=True,
