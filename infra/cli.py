@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from infra.config import StackSettings
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Train, gate, register and ship model releases."
@@ -22,7 +25,7 @@ WorkdirOption = Annotated[
 ]
 
 
-def _settings(stack: str, workdir: Path):  # type: ignore[no-untyped-def]
+def _settings(stack: str, workdir: Path) -> StackSettings:
     from infra.config import ConfigError, load_stack_file
 
     try:
@@ -113,7 +116,9 @@ def render(
         err.print(f"[red]config error:[/] {exc}")
         raise typer.Exit(2) from None
     objects = result.kubernetes_objects
-    err.print(f"rendered {len(result.resources)} resources ({len(objects)} Kubernetes objects) to {result.out_dir}")
+    err.print(
+        f"rendered {len(result.resources)} resources ({len(objects)} Kubernetes objects) to {result.out_dir}"
+    )
     if not check:
         return
     import kubernetes_validate
@@ -131,7 +136,8 @@ def render(
         err.print(f"[red]x[/] {problem}")
     if problems:
         raise typer.Exit(1)
-    err.print(f"[green]ok[/] {len(objects)} objects pass the Kubernetes {kubernetes_validate.latest_version()} schemas and the policy pack")
+    version = kubernetes_validate.latest_version()
+    err.print(f"[green]ok[/] {len(objects)} objects pass the Kubernetes {version} schemas and policy pack")
 
 
 def _policy_config(stack: str) -> dict[str, object]:

@@ -15,9 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_render_writes_and_checks_the_stack(stack: str, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["render", "--stack", stack, "--workdir", str(REPO), "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["render", "--stack", stack, "--workdir", str(REPO), "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
-    assert "pass the Kubernetes 1.37.0 schemas and the policy pack" in result.output
+    assert "pass the Kubernetes 1.37.0 schemas and policy pack" in result.output
     resources = yaml.safe_load((tmp_path / "resources.yaml").read_text())
     assert resources["stack"] == stack
     assert any(r["type"] == "kubernetes:apps/v1:Deployment" for r in resources["resources"])
@@ -25,6 +27,8 @@ def test_render_writes_and_checks_the_stack(stack: str, tmp_path: Path) -> None:
 
 
 def test_render_of_unknown_stack_is_a_config_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["render", "--stack", "qa", "--workdir", str(REPO), "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["render", "--stack", "qa", "--workdir", str(REPO), "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "Pulumi.qa.yaml does not exist" in result.output
