@@ -274,19 +274,8 @@ class ModelRegistry(pulumi.ComponentResource):
     ) -> tuple[k8s.core.v1.Service, k8s.apps.v1.Deployment]:
         lbl = self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE)
         selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
-        k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-image-registry-data",
-            metadata={
-                "name": IMAGE_REGISTRY_DATA,
-                "namespace": args.namespace,
-                "labels": lbl,
-                "annotations": _PVC_ANNOTATIONS,
-            },
-            spec={
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": args.registry_storage_size}},
-            },
-            opts=child,
+        _claim(
+            f"{name}-image-registry-data", IMAGE_REGISTRY_DATA, args.registry_storage_size, args, lbl, child
         )
         probe = {"httpGet": {"path": "/", "port": "registry"}, "periodSeconds": 10}
         deployment = k8s.apps.v1.Deployment(
@@ -364,20 +353,7 @@ class ModelRegistry(pulumi.ComponentResource):
         volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
         mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
         if args.backend is BackendStore.SQLITE:
-            k8s.core.v1.PersistentVolumeClaim(
-                f"{name}-mlflow-data",
-                metadata={
-                    "name": MLFLOW_DATA,
-                    "namespace": args.namespace,
-                    "labels": lbl,
-                    "annotations": _PVC_ANNOTATIONS,
-                },
-                spec={
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": args.tracking_storage_size}},
-                },
-                opts=child,
-            )
+            _claim(f"{name}-mlflow-data", MLFLOW_DATA, args.tracking_storage_size, args, lbl, child)
             backend_uri = "sqlite:////data/mlflow.db"
             volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": MLFLOW_DATA}})
             mounts.append({"name": "data", "mountPath": "/data"})
@@ -482,4 +458,26 @@ def _service_url(service: k8s.core.v1.Service) -> pulumi.Output[str]:
         service.metadata.apply(lambda m: str(m.namespace)),
         ".svc.cluster.local:",
         service.spec.apply(lambda s: str((s.ports or [])[0].port)),
+    )
+
+
+def _claim(
+    resource_name: str,
+    claim_name: str,
+    size: str,
+    args: ModelRegistryArgs,
+    lbl: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.PersistentVolumeClaim:
+    """A single-node volume that outlives pod replacements (SQLite, registry blobs)."""
+    return k8s.core.v1.PersistentVolumeClaim(
+        resource_name,
+        metadata={
+            "name": claim_name,
+            "namespace": args.namespace,
+            "labels": lbl,
+            "annotations": _PVC_ANNOTATIONS,
+        },
+        spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+        opts=opts,
     )

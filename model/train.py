@@ -128,7 +128,8 @@ def train_release(
             dataset.content_hash,
             training_code,
             dict(run.data.metrics) if run else {},
-            {"passed": True},
+            # Only a release that passed (or ran non-blocking) is ever registered: the tag says which.
+            {"passed": run.data.tags.get("mlops.gates") == "passed"} if run else {},
         )
 
     split = split_dataset(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from model.server import ServerSettings, create_app
+from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 90.0
@@ -132,12 +132,6 @@ def clients(releases: dict[str, Release]) -> Iterator[dict[str, TestClient]]:
 @pytest.fixture()
 def client(release: Release, clients: dict[str, TestClient]) -> TestClient:
     return clients[release.key]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,43 +10,44 @@ from typing import Any
 import pytest
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
-from tests.server.conftest import REPO, Release, free_port
+from tests.server.conftest import Release
+from tests.services import ManagedProcess, free_port
 
 
-def _mlflow_serve(model_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _mlflow_serve(model_dir: Path, log: Path) -> tuple[ManagedProcess, int]:
     port = free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     if not mlflow_cli.exists():
         raise AssertionError(f"the mlflow CLI is missing next to {sys.executable}")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(mlflow_cli),
-                "models",
-                "serve",
-                "-m",
-                str(model_dir),
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                "1",
-            ],
-            cwd=REPO,
-            env={
-                **os.environ,
-                # mlflow execs `uvicorn` by name: the venv's bin must come first on PATH.
-                "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                "MLFLOW_TRACKING_URI": f"sqlite:///{log.parent / 'mlflow-serve.db'}",
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc, port
+    # mlflow runs uvicorn in a child process: ManagedProcess stops the whole session group.
+    process = ManagedProcess(
+        "mlflow models serve",
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        log,
+        env={
+            **os.environ,
+            # mlflow execs `uvicorn` by name: the venv's bin must come first on PATH.
+            "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{log.parent / 'mlflow-serve.db'}",
+        },
+        grace_s=20,
+    )
+    process.start()
+    return process, port
 
 
 @pytest.mark.slow
@@ -65,7 +64,7 @@ def test_mlflow_client_sees_the_same_predictions(
         for release, mlflow_proc, mlflow_port, ours in started:
             theirs_client = ScoringServerClient("127.0.0.1", mlflow_port)
             ours_client = ScoringServerClient("127.0.0.1", int(ours.url.rsplit(":", 1)[1]))
-            theirs_client.wait_server_ready(timeout=120, scoring_server_proc=mlflow_proc)
+            theirs_client.wait_server_ready(timeout=120, scoring_server_proc=mlflow_proc.proc)
             ours_client.wait_server_ready(timeout=60, scoring_server_proc=ours.proc)
             frame = release.frame.sample(60, random_state=5)
             theirs = theirs_client.invoke(frame).get_predictions()
@@ -77,18 +76,4 @@ def test_mlflow_client_sees_the_same_predictions(
             assert records.equals(theirs)
     finally:
         for _, mlflow_proc, _, _ in started:
-            # mlflow runs uvicorn in a child process: stop the session this test started.
-            _stop_group(mlflow_proc)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            mlflow_proc.stop()
