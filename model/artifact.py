@@ -1,10 +1,11 @@
 """A release's artifacts on disk: layout, metadata, checksum and safe loading.
 
-Kept free of MLflow imports so that the model server starts fast; writing goes through
-`model.registry`, which is the only module that talks to MLflow.
+Kept free of MLflow and (at import) scikit-learn so that the model server starts fast;
+writing goes through `model.registry`, which is the only module that talks to MLflow.
 
     <artifact_root>/<model_name>/<release_id>/
         model/                    the MLflow model (MLmodel, model.skops, signature, example)
+            runtime/              precompiled serving runtime (see model/runtime_bundle.py)
         reference_profile.json    training-data profile for drift detection
         release.json              lineage, metrics, gate results, model checksum
 """
@@ -15,11 +16,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from model.estimators import Task, trusted_types
+if TYPE_CHECKING:
+    from model.estimators import Task
 
 __all__ = [
     "MODEL_SUBDIR",
@@ -30,6 +32,7 @@ __all__ = [
     "directory_checksum",
     "load_sklearn_model",
     "release_uri",
+    "verify_model_dir",
 ]
 
 MODEL_SUBDIR = "model"
@@ -97,10 +100,11 @@ def directory_checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha256: str | None) -> Any:
-    """Load a saved pipeline with our trusted-types list; refuse pickle and checksum mismatches."""
-    import skops.io
+def verify_model_dir(model_dir: Path, expected_sha256: str | None) -> dict[str, Any]:
+    """Check the checksum (when one is expected) and that the model is skops, not pickle.
 
+    Returns the MLmodel's scikit-learn flavor.
+    """
     if expected_sha256 is not None:
         actual = directory_checksum(model_dir)
         if actual != expected_sha256:
@@ -110,7 +114,7 @@ def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha
             )
     try:
         mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
-        flavor = mlmodel["flavors"]["sklearn"]
+        flavor: dict[str, Any] = mlmodel["flavors"]["sklearn"]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ArtifactError(f"{model_dir} is not an MLflow scikit-learn model: {exc}") from exc
     if flavor.get("serialization_format") != "skops":
@@ -118,6 +122,16 @@ def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha
             f"{model_dir} uses serialization {flavor.get('serialization_format')!r}; "
             "only skops is loaded (pickle can run arbitrary code)"
         )
+    return flavor
+
+
+def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha256: str | None) -> Any:
+    """Load a saved pipeline with our trusted-types list; refuse pickle and checksum mismatches."""
+    import skops.io
+
+    from model.estimators import trusted_types
+
+    flavor = verify_model_dir(model_dir, expected_sha256)
     try:
         return skops.io.load(model_dir / flavor["pickled_model"], trusted=trusted_types(estimator, task))
     except Exception as exc:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["FeatureProfile", "ReferenceProfile", "build_profile", "histogram"]
+__all__ = ["FeatureProfile", "ReferenceProfile", "build_profile", "histogram", "sample_rows"]
 
 PROFILE_VERSION = 1
 
@@ -80,3 +80,30 @@ def build_profile(
         return ReferenceProfile(PROFILE_VERSION, len(X), features, None, shares)
     prediction = _profile("prediction", np.asarray(predictions, dtype=float), bins)
     return ReferenceProfile(PROFILE_VERSION, len(X), features, prediction, None)
+
+
+def sample_rows(
+    profile: ReferenceProfile, integer_columns: frozenset[str], rows: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Synthetic rows drawn from the per-feature histograms, in the profile's feature order.
+
+    They exercise every bin (and a spread beyond the outer edges) without copying training
+    rows into the model artifact.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty((rows, len(profile.features)))
+    for j, feature in enumerate(profile.features):
+        edges = np.asarray(feature.edges, dtype=np.float64)
+        spread = feature.std if np.isfinite(feature.std) and feature.std > 0 else 1.0
+        if edges.size == 0:
+            out[:, j] = feature.mean if np.isfinite(feature.mean) else 0.0
+            continue
+        lows = np.concatenate([[edges[0] - spread], edges])
+        highs = np.concatenate([edges, [edges[-1] + spread]])
+        freq = np.asarray(feature.frequencies, dtype=np.float64)
+        freq = freq / freq.sum() if freq.sum() > 0 else np.full(freq.size, 1 / freq.size)
+        bins = rng.choice(freq.size, size=rows, p=freq)
+        out[:, j] = rng.uniform(lows[bins], highs[bins])
+        if feature.name in integer_columns:
+            out[:, j] = np.round(out[:, j])
+    return out

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
+import pandas as pd
 import typer
 
 from model.artifact import (
@@ -27,7 +29,7 @@ from model.artifact import (
     release_uri,
 )
 from model.data import DatasetError, load_dataset, split_dataset
-from model.drift import build_profile
+from model.drift import ReferenceProfile, build_profile, sample_rows
 from model.estimators import EstimatorError, build_pipeline, trusted_types
 from model.evaluate import GateReport, compute_metrics, evaluate_gates
 from model.lineage import code_hash, git_commit, release_id
@@ -41,6 +43,7 @@ from model.registry import (
     register_version,
     upload_release,
 )
+from model.runtime_bundle import export_runtime
 from model.spec import RegistrySettings, TrainingSpec, load_spec_file
 
 __all__ = ["GateFailure", "TrainingOutcome", "main", "plan_release", "train_release"]
@@ -188,6 +191,14 @@ def train_release(
                 pipeline.predict(split.X_train),
                 classification=spec.task == "classification",
             )
+            choice = export_runtime(
+                pipeline,
+                spec.task == "classification",
+                _reference_rows(split.X_train, profile, sample),
+                staging / MODEL_SUBDIR,
+            )
+            log(f"serving runtime: {choice.runtime.name} ({choice.reason})")
+            mlflow.set_tag("mlops.serving_runtime", choice.runtime.name)
             mlflow.log_dict(profile.to_dict(), PROFILE_FILE)
             (staging / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), indent=1))
             metadata = ReleaseMetadata(
@@ -237,6 +248,12 @@ def train_release(
         metrics,
         report.as_dict(),
     )
+
+
+def _reference_rows(X_train: pd.DataFrame, profile: ReferenceProfile, example: pd.DataFrame) -> np.ndarray:
+    """The input example plus rows sampled from the profile: what the serving runtime is checked on."""
+    integer = frozenset(str(c) for c in X_train.columns if pd.api.types.is_integer_dtype(X_train[c]))
+    return np.vstack([example.to_numpy(dtype=np.float64), sample_rows(profile, integer)])
 
 
 def _plain(value: Any) -> Any:

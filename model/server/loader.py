@@ -1,13 +1,12 @@
-"""Fetch a release (local path, s3:// or models:/), verify it, load it safely and compile it.
+"""Fetch a release (local path, s3:// or models:/), verify it, and load the runtime it serves on.
 
-Heavy imports (scikit-learn, skops, onnxruntime, boto3, mlflow) happen here, inside
-`load_release`, which the app runs in a worker thread after the socket is already open: so
-liveness answers from process start while the model loads.
+Imports beyond numpy (onnxruntime, boto3, mlflow, and scikit-learn only when the release has
+no usable precompiled runtime) happen inside `load_release`, which the app runs in a worker
+thread after the socket is open: liveness answers from process start while the model loads.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -20,19 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
-
-from model.server.runtime import Runtime
+from model.artifact import MODEL_SUBDIR, RELEASE_FILE
+from model.server.runtime import Runtime, RuntimeChoice, SklearnRuntime
 from model.server.schema import InputSchema
 
-__all__ = ["LoadError", "LoadedRelease", "fetch_release", "load_release", "reference_rows"]
+__all__ = ["LoadError", "LoadedRelease", "fetch_release", "load_release"]
 
 log = logging.getLogger("mlops.server")
-
-RELEASE_FILE = "release.json"
-PROFILE_FILE = "reference_profile.json"
-MODEL_SUBDIR = "model"
-REFERENCE_ROWS = 2000
 
 
 class LoadError(RuntimeError):
@@ -179,37 +172,6 @@ def fetch_release(
     return folder, version
 
 
-def reference_rows(
-    folder: Path, schema: InputSchema, rows: int = REFERENCE_ROWS, seed: int = 0
-) -> np.ndarray:
-    """Rows drawn from the training profile's per-feature histograms, to check a runtime against."""
-    try:
-        profile = json.loads((folder / PROFILE_FILE).read_text())
-        features = {f["name"]: f for f in profile["features"]}
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise LoadError(f"{folder / PROFILE_FILE} is missing or unreadable: {exc}") from exc
-    rng = np.random.default_rng(seed)
-    out = np.empty((rows, schema.width))
-    for j, column in enumerate(schema.columns):
-        feature = features.get(column.name)
-        if feature is None:
-            raise LoadError(f"the reference profile has no feature {column.name!r}")
-        edges = np.asarray(feature["edges"], dtype=np.float64)
-        spread = float(feature["std"]) if np.isfinite(feature["std"]) and feature["std"] > 0 else 1.0
-        if edges.size == 0:
-            out[:, j] = float(feature["mean"]) if np.isfinite(feature["mean"]) else 0.0
-            continue
-        lows = np.concatenate([[edges[0] - spread], edges])
-        highs = np.concatenate([edges, [edges[-1] + spread]])
-        freq = np.asarray(feature["frequencies"], dtype=np.float64)
-        freq = freq / freq.sum() if freq.sum() > 0 else np.full(freq.size, 1 / freq.size)
-        bins = rng.choice(freq.size, size=rows, p=freq)
-        out[:, j] = rng.uniform(lows[bins], highs[bins])
-        if column.kind in ("long", "integer"):
-            out[:, j] = np.round(out[:, j])
-    return out
-
-
 def _import_skops_narrowly() -> None:
     """Import skops with its default-trusted estimators narrowed to the ones we serve.
 
@@ -238,6 +200,25 @@ def _import_skops_narrowly() -> None:
         sklearn.utils.all_estimators = original
 
 
+def _choose_runtime(model_dir: Path, estimator: str, task: str) -> RuntimeChoice:
+    """The release's precompiled runtime when it checks out here; scikit-learn otherwise."""
+    from model.artifact import load_sklearn_model
+    from model.runtime_bundle import BundleError, load_runtime
+
+    try:
+        choice = load_runtime(model_dir)
+        refused = "the release has no precompiled runtime"
+    except BundleError as exc:
+        choice, refused = None, f"precompiled runtime refused: {exc}"
+    if choice is not None:
+        return choice
+    log.warning("%s; loading the pipeline with scikit-learn", refused)
+    _import_skops_narrowly()
+    # The checksum was verified with the rest of the model folder.
+    pipeline = load_sklearn_model(model_dir, estimator, task, None)  # type: ignore[arg-type]
+    return RuntimeChoice(SklearnRuntime(pipeline, task == "classification"), refused)
+
+
 def load_release(
     uri: str,
     expected_sha256: str | None,
@@ -246,40 +227,34 @@ def load_release(
     retry: RetryPolicy | None = None,
 ) -> LoadedRelease:
     """Everything the server needs, or a LoadError that says what is wrong."""
-    from model.artifact import ArtifactError, ReleaseMetadata, load_sklearn_model
+    from model.artifact import ArtifactError, ReleaseMetadata, verify_model_dir
     from model.server.decode import Decoder
     from model.server.errors import RequestError
-    from model.server.runtime import compile_runtime
-
-    _import_skops_narrowly()
-    scratch = scratch or Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
-    folder, registry_version = fetch_release(uri, scratch, retry)
-    try:
-        metadata = ReleaseMetadata.from_json((folder / RELEASE_FILE).read_text())
-        model_dir = folder / MODEL_SUBDIR
-        pipeline = load_sklearn_model(
-            model_dir, metadata.estimator, metadata.task, expected_sha256 or metadata.model_sha256
-        )
-    except (ArtifactError, OSError, TypeError, ValueError) as exc:
-        raise LoadError(str(exc)) from exc
     from model.server.schema import SchemaError
 
+    scratch = scratch or Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
+    folder, registry_version = fetch_release(uri, scratch, retry)
+    model_dir = folder / MODEL_SUBDIR
     try:
+        metadata = ReleaseMetadata.from_json((folder / RELEASE_FILE).read_text())
+        verify_model_dir(model_dir, expected_sha256 or metadata.model_sha256)
         schema = InputSchema.from_mlmodel(model_dir / "MLmodel")
-    except SchemaError as exc:
+    except (ArtifactError, SchemaError, OSError, TypeError, ValueError) as exc:
         raise LoadError(str(exc)) from exc
     if list(schema.names) != list(metadata.feature_names):
         raise LoadError("the model's signature and release.json disagree on the feature names")
-    classification = metadata.task == "classification"
     try:
         example = (model_dir / "serving_input_example.json").read_bytes()
-        example_rows = Decoder(schema, 1_000_000).invocations(example, "application/json", False).X
+        Decoder(schema, 1_000_000).invocations(example, "application/json", False)
     except (OSError, RequestError) as exc:
         raise LoadError(
             f"the model's serving input example is missing or does not fit its signature: {exc}"
         ) from exc
-    reference = np.vstack([example_rows, reference_rows(folder, schema)])
-    choice = compile_runtime(pipeline, classification, reference)
+    try:
+        choice = _choose_runtime(model_dir, metadata.estimator, metadata.task)
+    except ArtifactError as exc:
+        raise LoadError(str(exc)) from exc
+    classification = metadata.task == "classification"
     classes = tuple(metadata.classes) if classification and metadata.classes is not None else None
     return LoadedRelease(
         model_name=metadata.model_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from starlette.testclient import TestClient
 
 from model.artifact import directory_checksum
 from model.server import ServerSettings, create_app
-from model.server.loader import LoadError, RetryPolicy, fetch_release, load_release
+from model.server.loader import LoadError, LoadedRelease, RetryPolicy, fetch_release, load_release
 from tests.server.conftest import Release, wait_live, wait_ready
 
 
@@ -23,17 +24,43 @@ def _copy(release: Release, tmp_path: Path) -> Path:
     return target
 
 
-def test_live_at_once_ready_after_load(releases: dict[str, Release], process_factory: Any) -> None:
+def test_live_at_once_ready_only_after_load(releases: dict[str, Release]) -> None:
+    release = releases["lr"]
+    loading = threading.Event()
+    may_finish = threading.Event()
+
+    def slow_load() -> LoadedRelease:
+        loading.set()
+        assert may_finish.wait(30)
+        return load_release(str(release.folder), None, None)
+
+    app = create_app(ServerSettings(model_uri=str(release.folder)), loader=slow_load)
+    with TestClient(app) as client:
+        assert loading.wait(30)
+        assert client.get("/v2/health/live").status_code == 200
+        first = client.get("/v2/health/ready")
+        assert first.status_code == 503 and first.json() == {"ready": False, "reason": "loading"}
+        refused = client.post("/invocations", json={"instances": [[0.1] * 20]})
+        assert refused.status_code == 503 and refused.json()["error_code"] == "not_ready"
+        may_finish.set()
+        wait_ready(client)
+        assert client.post("/invocations", json={"instances": [[0.1] * 20]}).status_code == 200
+
+
+def test_real_process_serves_the_precompiled_runtime(
+    releases: dict[str, Release], process_factory: Any
+) -> None:
     release = releases["lr"]
     server = process_factory(str(release.folder))
     wait_live(server)
     with httpx.Client(base_url=server.url, timeout=5) as http:
-        # The model takes seconds to load; liveness answered before that.
-        first = http.get("/v2/health/ready")
-        assert first.status_code == 503 and first.json() == {"ready": False, "reason": "loading"}
         wait_ready(http)
         metrics = http.get("/metrics").text
         response = http.post("/invocations", json={"instances": [[0.1] * 20]})
+    # The precompiled runtime is why start-up is fast: no compiled scikit-learn or SciPy
+    # extension may have been loaded into the process.
+    mapped = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "/sklearn/" not in mapped and "/scipy/" not in mapped
     assert response.status_code == 200
     assert response.headers["x-mlops-release-id"] == release.release_id
     assert f'release_id="{release.release_id}"' in metrics
@@ -41,6 +68,7 @@ def test_live_at_once_ready_after_load(releases: dict[str, Release], process_fac
     assert "mlops_server_model_load_seconds " in metrics
     assert server.stop() == 0
     assert "ready in" in server.log_text()
+    assert "numpy-linear precompiled; reproduces scikit-learn" in server.log_text()
 
 
 def test_corrupt_artifact_never_becomes_ready(

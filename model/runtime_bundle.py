@@ -1,0 +1,297 @@
+"""A release's precompiled serving runtime: compiled and checked at training, re-checked at load.
+
+Importing scikit-learn, SciPy and pandas was most of the model server's start-up (about
+3.5 s of 4-6 s here), yet a linear model or a forest needs none of them once its fitted
+numbers are out. So training compiles the pipeline into a runtime that needs only numpy
+(linear models) or onnxruntime (forests), runs it against scikit-learn on reference rows
+and, when they agree, stores it inside the MLflow model folder with scikit-learn's own
+predictions on those rows:
+
+    model/runtime/
+        runtime.json     kind, classes, the scikit-learn version it was checked against
+        linear.npz | forest.onnx
+        reference.npz    reference rows and scikit-learn's labels/probabilities/values on them
+
+Being inside the model folder, the bundle is covered by the release checksum. The server
+loads it without scikit-learn and serves it only if, in the server's own environment, it
+reproduces the recorded predictions; otherwise it serves the pipeline with scikit-learn.
+Arrays are read with `allow_pickle=False`: nothing in the bundle can run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.server.runtime import (
+    ForestRuntime,
+    LinearRuntime,
+    Prediction,
+    Runtime,
+    RuntimeChoice,
+    SklearnRuntime,
+    compare,
+)
+
+__all__ = ["BUNDLE_FORMAT", "RUNTIME_SUBDIR", "BundleError", "export_runtime", "load_runtime"]
+
+RUNTIME_SUBDIR = "runtime"
+BUNDLE_FORMAT = 1
+_MANIFEST = "runtime.json"
+_REFERENCE = "reference.npz"
+_LINEAR = "linear.npz"
+_FOREST = "forest.onnx"
+
+
+class BundleError(RuntimeError):
+    """The bundle is unreadable, from another format, or does not reproduce scikit-learn here."""
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    kind: str
+    files: dict[str, bytes]
+    params: dict[str, Any]
+    """Manifest entries the runtime needs besides its files (the forest's tree count)."""
+
+
+def _classes_of(pipeline: Any, classification: bool) -> list[Any] | None:
+    if not classification:
+        return None
+    return [value.item() if hasattr(value, "item") else value for value in pipeline.classes_]
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
+
+
+def _compile_linear(pipeline: Any) -> _Compiled:
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [step for _, step in pipeline.steps]
+    arrays: dict[str, np.ndarray] = {}
+    for step in steps[:-1]:
+        if not isinstance(step, StandardScaler) or arrays:
+            raise TypeError(f"unsupported pipeline step {type(step).__name__}")
+        if step.with_mean:
+            arrays["mean"] = np.asarray(step.mean_, dtype=np.float64)
+        if step.with_std:
+            arrays["scale"] = np.asarray(step.scale_, dtype=np.float64)
+    model = steps[-1]
+    arrays["coef"] = np.asarray(model.coef_, dtype=np.float64)
+    arrays["intercept"] = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
+    return _Compiled(LinearRuntime.name, {_LINEAR: _npz(**arrays)}, {})
+
+
+def _compile_forest(pipeline: Any, classification: bool) -> _Compiled:
+    steps = [step for _, step in pipeline.steps]
+    if len(steps) != 1:
+        raise TypeError("only a bare forest (no preprocessing steps) is compiled")
+    forest = steps[0]
+    if getattr(forest, "n_outputs_", 1) != 1:
+        raise TypeError("multi-output forests are served by scikit-learn")
+    model = _forest_onnx(forest, classification)
+    return _Compiled(ForestRuntime.name, {_FOREST: model}, {"trees": len(forest.estimators_)})
+
+
+def _forest_onnx(forest: Any, classification: bool) -> bytes:
+    """One TreeEnsemble node (ai.onnx.ml opset 5, float64) with one copy of each tree per output.
+
+    Each leaf feeds one target with the tree's class fraction (or value), so the per-row sums
+    accumulate in tree order as scikit-learn's do; the runtime divides by the tree count.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    outputs = len(forest.classes_) if classification else 1
+    roots: list[int] = []
+    parts: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in ("feature", "split", "true_id", "true_leaf", "false_id", "false_leaf", "target", "weight")
+    }
+    node_base = leaf_base = 0
+    for estimator in forest.estimators_:
+        tree = estimator.tree_
+        left, right = tree.children_left, tree.children_right
+        internal = np.flatnonzero(left >= 0)
+        leaves = np.flatnonzero(left < 0)
+        values = tree.value[leaves, 0, :]
+        if classification:
+            values = values[:, :outputs]
+            norm = values.sum(axis=1)[:, np.newaxis]
+            norm[norm == 0.0] = 1.0
+            values = values / norm
+        else:
+            values = values[:, :1]
+        if internal.size == 0:
+            # A single-leaf tree: one node whose both branches reach the same leaf.
+            internal = np.array([0])
+            left_ids = right_ids = np.array([0])
+            left_leaf = right_leaf = np.array([1])
+            feature = np.array([0])
+            split = np.array([0.0])
+        else:
+            local_node = np.full(tree.node_count, -1, dtype=np.int64)
+            local_node[internal] = np.arange(internal.size)
+            local_leaf = np.full(tree.node_count, -1, dtype=np.int64)
+            local_leaf[leaves] = np.arange(leaves.size)
+            L, R = left[internal], right[internal]
+            left_leaf, right_leaf = (left[L] < 0).astype(np.int64), (left[R] < 0).astype(np.int64)
+            left_ids = np.where(left_leaf == 1, local_leaf[L], local_node[L])
+            right_ids = np.where(right_leaf == 1, local_leaf[R], local_node[R])
+            feature, split = tree.feature[internal], tree.threshold[internal]
+        for target in range(outputs):
+            roots.append(node_base)
+            parts["feature"].append(feature)
+            parts["split"].append(split.astype(np.float64))
+            parts["true_leaf"].append(left_leaf)
+            parts["false_leaf"].append(right_leaf)
+            parts["true_id"].append(np.where(left_leaf == 1, left_ids + leaf_base, left_ids + node_base))
+            parts["false_id"].append(np.where(right_leaf == 1, right_ids + leaf_base, right_ids + node_base))
+            parts["target"].append(np.full(leaves.size, target, dtype=np.int64))
+            parts["weight"].append(values[:, target].astype(np.float64))
+            node_base += internal.size
+            leaf_base += leaves.size
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    node = helper.make_node(
+        "TreeEnsemble",
+        ["X"],
+        ["Y"],
+        domain="ai.onnx.ml",
+        tree_roots=roots,
+        nodes_featureids=cat["feature"].astype(np.int64).tolist(),
+        nodes_splits=numpy_helper.from_array(cat["split"]),
+        nodes_modes=numpy_helper.from_array(np.zeros(node_base, dtype=np.uint8)),
+        nodes_truenodeids=cat["true_id"].tolist(),
+        nodes_trueleafs=cat["true_leaf"].tolist(),
+        nodes_falsenodeids=cat["false_id"].tolist(),
+        nodes_falseleafs=cat["false_leaf"].tolist(),
+        leaf_targetids=cat["target"].tolist(),
+        leaf_weights=numpy_helper.from_array(cat["weight"]),
+        n_targets=outputs,
+        aggregate_function=1,
+        post_transform=0,
+    )
+    width = int(forest.n_features_in_)
+    graph = helper.make_graph(
+        [node],
+        "forest",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, width])],
+        [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, outputs])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+    )
+    return bytes(model.SerializeToString())
+
+
+def _compile(pipeline: Any, classification: bool) -> _Compiled | None:
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+
+    final = pipeline.steps[-1][1]
+    if isinstance(final, LogisticRegression | LinearRegression | Ridge):
+        return _compile_linear(pipeline)
+    if isinstance(final, RandomForestClassifier | RandomForestRegressor):
+        return _compile_forest(pipeline, classification)
+    return None
+
+
+def _open(kind: str, files: dict[str, bytes], params: dict[str, Any], classes: list[Any] | None) -> Runtime:
+    labels = np.asarray(classes) if classes is not None else None
+    if kind == LinearRuntime.name:
+        with np.load(io.BytesIO(files[_LINEAR]), allow_pickle=False) as arrays:
+            return LinearRuntime(
+                arrays["coef"],
+                arrays["intercept"],
+                arrays.get("mean"),
+                arrays.get("scale"),
+                labels,
+            )
+    if kind == ForestRuntime.name:
+        return ForestRuntime(files[_FOREST], int(params["trees"]), labels)
+    raise BundleError(f"unknown runtime kind {kind!r}")
+
+
+def export_runtime(
+    pipeline: Any, classification: bool, reference: np.ndarray, model_dir: Path
+) -> RuntimeChoice:
+    """Compile `pipeline`, check it against scikit-learn on `reference`, and store it if it agrees.
+
+    Returns the runtime the server will find (the compiled one, or scikit-learn) and why.
+    Nothing is written when the compiled runtime is refused.
+    """
+    baseline = SklearnRuntime(pipeline, classification)
+    try:
+        compiled = _compile(pipeline, classification)
+        if compiled is None:
+            return RuntimeChoice(baseline, f"no faster runtime for {type(pipeline.steps[-1][1]).__name__}")
+        classes = _classes_of(pipeline, classification)
+        candidate = _open(compiled.kind, compiled.files, compiled.params, classes)
+        got = candidate.predict(reference)
+    except Exception as exc:
+        return RuntimeChoice(baseline, f"compiling a faster runtime failed ({type(exc).__name__}: {exc})")
+    want = baseline.predict(reference)
+    ok, how = compare(got, want)
+    if not ok:
+        return RuntimeChoice(baseline, f"{compiled.kind} refused at training: {how}")
+    recorded: dict[str, np.ndarray] = {"X": reference, "values": want.values}
+    if classification:
+        assert want.probabilities is not None and classes is not None
+        # Labels by class index: label arrays of strings or mixed types would need pickle.
+        recorded["values"] = np.argmax(want.probabilities, axis=1)
+        recorded["probabilities"] = want.probabilities
+    from importlib.metadata import version
+
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "kind": compiled.kind,
+        "classes": classes,
+        "checked_against": f"scikit-learn {version('scikit-learn')}",
+        **compiled.params,
+    }
+    target = model_dir / RUNTIME_SUBDIR
+    target.mkdir(parents=True, exist_ok=False)
+    for name, data in {**compiled.files, _REFERENCE: _npz(**recorded)}.items():
+        (target / name).write_bytes(data)
+    (target / _MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return RuntimeChoice(candidate, f"{compiled.kind} matches scikit-learn: {how}")
+
+
+def load_runtime(model_dir: Path) -> RuntimeChoice | None:
+    """The bundle's runtime, verified here against its recorded predictions; None if there is none.
+
+    Raises BundleError when a bundle is present but cannot be served.
+    """
+    folder = model_dir / RUNTIME_SUBDIR
+    if not (folder / _MANIFEST).is_file():
+        return None
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+        if manifest.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"runtime bundle format {manifest.get('format')!r} is not {BUNDLE_FORMAT}")
+        kind, classes = str(manifest["kind"]), manifest["classes"]
+        names = [_LINEAR] if kind == LinearRuntime.name else [_FOREST] if kind == ForestRuntime.name else []
+        files = {name: (folder / name).read_bytes() for name in names}
+        runtime = _open(kind, files, manifest, classes)
+        with np.load(folder / _REFERENCE, allow_pickle=False) as recorded:
+            reference = np.asarray(recorded["X"], dtype=np.float64)
+            if classes is None:
+                want = Prediction(recorded["values"], None)
+            else:
+                want = Prediction(np.asarray(classes).take(recorded["values"]), recorded["probabilities"])
+        got = runtime.predict(reference)
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"runtime bundle in {folder} is unusable ({type(exc).__name__}: {exc})") from exc
+    ok, how = compare(got, want)
+    if not ok:
+        raise BundleError(f"{kind} does not reproduce {manifest['checked_against']} here: {how}")
+    return RuntimeChoice(runtime, f"{kind} precompiled; reproduces {manifest['checked_against']}: {how}")

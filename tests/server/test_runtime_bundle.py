@@ -1,0 +1,155 @@
+"""The precompiled serving runtime: compiled and checked at training, re-checked at load, refused when wrong."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model.artifact import directory_checksum
+from model.estimators import Task, build_pipeline
+from model.runtime_bundle import RUNTIME_SUBDIR, BundleError, export_runtime, load_runtime
+from model.server.loader import load_release
+from model.server.runtime import SklearnRuntime
+from tests.server.conftest import Release
+
+
+def _dataset(name: str) -> tuple[pd.DataFrame, Any]:
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+
+    loader = {"iris": load_iris, "diabetes": load_diabetes, "breast_cancer": load_breast_cancer}[name]
+    bunch = loader(as_frame=True)
+    return bunch.data, bunch.target
+
+
+def _fitted(estimator: str, task: Task, dataset: str, **params: Any) -> tuple[Any, np.ndarray]:
+    X, y = _dataset(dataset)
+    pipeline = build_pipeline(estimator, task, params, seed=0)
+    pipeline.fit(X, y)
+    rng = np.random.default_rng(1)
+    # Training rows plus jittered ones, so that rows also land between the training points.
+    reference = np.vstack([X.to_numpy(), X.to_numpy() + rng.normal(0, X.std().to_numpy() / 4, X.shape)])
+    return pipeline, reference
+
+
+@pytest.mark.parametrize(
+    ("estimator", "task", "dataset", "params", "kind"),
+    [
+        ("logistic_regression", "classification", "breast_cancer", {"max_iter": 500}, "numpy-linear"),
+        ("logistic_regression", "classification", "iris", {"max_iter": 500}, "numpy-linear"),
+        ("random_forest", "classification", "iris", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
+        ("random_forest", "regression", "diabetes", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
+        ("ridge", "regression", "diabetes", {}, "numpy-linear"),
+        ("linear_regression", "regression", "diabetes", {}, "numpy-linear"),
+    ],
+)
+def test_every_compiled_estimator_round_trips(
+    estimator: str, task: Task, dataset: str, params: dict[str, Any], kind: str, tmp_path: Path
+) -> None:
+    pipeline, reference = _fitted(estimator, task, dataset, **params)
+    exported = export_runtime(pipeline, task == "classification", reference, tmp_path)
+    assert exported.runtime.name == kind, exported.reason
+    loaded = load_runtime(tmp_path)
+    assert loaded is not None and loaded.runtime.name == kind
+    assert "reproduces scikit-learn" in loaded.reason
+    fresh = np.random.default_rng(2).normal(reference.mean(0), reference.std(0), (500, reference.shape[1]))
+    got = loaded.runtime.predict(fresh)
+    if task == "classification":
+        assert list(got.values) == list(pipeline.predict(fresh))
+        np.testing.assert_allclose(got.probabilities, pipeline.predict_proba(fresh), rtol=0, atol=1e-9)
+    else:
+        np.testing.assert_allclose(got.values, pipeline.predict(fresh), rtol=0, atol=1e-9)
+
+
+def test_estimators_without_a_faster_runtime_write_nothing(tmp_path: Path) -> None:
+    pipeline, reference = _fitted("hist_gradient_boosting", "classification", "iris", max_iter=20)
+    choice = export_runtime(pipeline, True, reference, tmp_path)
+    assert isinstance(choice.runtime, SklearnRuntime)
+    assert "no faster runtime for HistGradientBoostingClassifier" in choice.reason
+    assert not (tmp_path / RUNTIME_SUBDIR).exists()
+    assert load_runtime(tmp_path) is None
+
+
+def test_a_runtime_that_disagrees_at_training_is_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.runtime_bundle as bundle
+
+    pipeline, reference = _fitted("random_forest", "classification", "iris", n_estimators=10)
+    other, _ = _fitted("random_forest", "classification", "iris", n_estimators=10, max_depth=1)
+    compile_forest = bundle._forest_onnx
+    monkeypatch.setattr(bundle, "_forest_onnx", lambda _forest, c: compile_forest(other.steps[0][1], c))
+    choice = export_runtime(pipeline, True, reference, tmp_path)
+    assert isinstance(choice.runtime, SklearnRuntime)
+    assert "onnxruntime-tree-ensemble refused at training" in choice.reason
+    assert "reference labels differ" in choice.reason
+    assert not (tmp_path / RUNTIME_SUBDIR).exists()
+
+
+def _copy(release: Release, tmp_path: Path) -> Path:
+    target = tmp_path / release.release_id
+    shutil.copytree(release.folder, target)
+    return target
+
+
+def _rewrite_reference(folder: Path, change: Any) -> None:
+    path = folder / "model" / RUNTIME_SUBDIR / "reference.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    change(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def test_a_bundle_that_does_not_reproduce_its_record_falls_back_to_scikit_learn(
+    releases: dict[str, Release], tmp_path: Path
+) -> None:
+    release = releases["rf"]
+    folder = _copy(release, tmp_path)
+
+    def flip_one_label(arrays: dict[str, np.ndarray]) -> None:
+        arrays["values"][7] = 1 - arrays["values"][7]
+
+    _rewrite_reference(folder, flip_one_label)
+    with pytest.raises(BundleError, match="1 of 2005 reference labels differ"):
+        load_runtime(folder / "model")
+    # Signed off by its checksum, the release still serves, on scikit-learn, and says why.
+    loaded = load_release(str(folder), directory_checksum(folder / "model"), None)
+    assert loaded.runtime.name == "scikit-learn"
+    assert "precompiled runtime refused" in loaded.runtime_reason
+    rows = release.frame.to_numpy()[:50]
+    assert list(loaded.runtime.predict(rows).values) == list(release.pipeline.predict(rows))
+
+
+def test_a_bundle_needing_pickle_is_refused(releases: dict[str, Release], tmp_path: Path) -> None:
+    folder = _copy(releases["lr"], tmp_path)
+
+    def objects(arrays: dict[str, np.ndarray]) -> None:
+        arrays["values"] = arrays["values"].astype(object)
+
+    _rewrite_reference(folder, objects)
+    with pytest.raises(BundleError, match="unusable.*pickle"):
+        load_runtime(folder / "model")
+
+
+def test_a_modified_bundle_fails_the_release_checksum(releases: dict[str, Release], tmp_path: Path) -> None:
+    from model.server.loader import LoadError
+
+    folder = _copy(releases["lr"], tmp_path)
+    _rewrite_reference(folder, lambda arrays: arrays["probabilities"].__imul__(0.5))
+    with pytest.raises(LoadError, match="checksum"):
+        load_release(str(folder), None, None)
+
+
+def test_a_release_without_a_bundle_serves_scikit_learn(releases: dict[str, Release], tmp_path: Path) -> None:
+    folder = _copy(releases["lr"], tmp_path)
+    shutil.rmtree(folder / "model" / RUNTIME_SUBDIR)
+    loaded = load_release(str(folder), directory_checksum(folder / "model"), None)
+    assert loaded.runtime.name == "scikit-learn"
+    assert loaded.runtime_reason == "the release has no precompiled runtime"
