@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from model.artifact import directory_checksum
 from model.server import ServerSettings, create_app
-from model.server.loader import LoadError, LoadedRelease, RetryPolicy, fetch_release, load_release
+from model.server.loader import LoadedRelease, LoadError, RetryPolicy, fetch_release, load_release
 from tests.server.conftest import Release, wait_live, wait_ready
 
 

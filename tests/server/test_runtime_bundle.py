@@ -1,4 +1,4 @@
-"""The precompiled serving runtime: compiled and checked at training, re-checked at load, refused when wrong."""
+"""The precompiled serving runtime: checked at training, re-checked at load, refused when wrong."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_a_bundle_needing_pickle_is_refused(releases: dict[str, Release], tmp_pa
         arrays["values"] = arrays["values"].astype(object)
 
     _rewrite_reference(folder, objects)
-    with pytest.raises(BundleError, match="unusable.*pickle"):
+    with pytest.raises(BundleError, match=r"unusable.*pickle"):
         load_runtime(folder / "model")
 
 
