@@ -204,7 +204,11 @@ def _compile(pipeline: Any, classification: bool) -> _Compiled | None:
 
 
 def _open(kind: str, files: dict[str, bytes], params: dict[str, Any], classes: list[Any] | None) -> Runtime:
-    labels = np.asarray(classes) if classes is not None else None
+    labels = None
+    if classes is not None:
+        # String labels as objects, as scikit-learn keeps them (and as the server serializes them).
+        textual = any(isinstance(label, str) for label in classes)
+        labels = np.array(classes, dtype=object) if textual else np.asarray(classes)
     if kind == LinearRuntime.name:
         with np.load(io.BytesIO(files[_LINEAR]), allow_pickle=False) as arrays:
             return LinearRuntime(

@@ -22,8 +22,10 @@ from tests.server.conftest import Release
 def _dataset(name: str) -> tuple[pd.DataFrame, Any]:
     from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-    loader = {"iris": load_iris, "diabetes": load_diabetes, "breast_cancer": load_breast_cancer}[name]
-    bunch = loader(as_frame=True)
+    loader = {"iris": load_iris, "diabetes": load_diabetes, "breast_cancer": load_breast_cancer}
+    bunch = loader[name.removesuffix("_names")](as_frame=True)
+    if name.endswith("_names"):
+        return bunch.data, bunch.target_names[bunch.target]
     return bunch.data, bunch.target
 
 
@@ -43,6 +45,8 @@ def _fitted(estimator: str, task: Task, dataset: str, **params: Any) -> tuple[An
         ("logistic_regression", "classification", "breast_cancer", {"max_iter": 500}, "numpy-linear"),
         ("logistic_regression", "classification", "iris", {"max_iter": 500}, "numpy-linear"),
         ("random_forest", "classification", "iris", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
+        ("random_forest", "classification", "iris_names", {"n_estimators": 9}, "onnxruntime-tree-ensemble"),
+        ("logistic_regression", "classification", "iris_names", {"max_iter": 500}, "numpy-linear"),
         ("random_forest", "regression", "diabetes", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
         ("ridge", "regression", "diabetes", {}, "numpy-linear"),
         ("linear_regression", "regression", "diabetes", {}, "numpy-linear"),
@@ -153,3 +157,38 @@ def test_a_release_without_a_bundle_serves_scikit_learn(releases: dict[str, Rele
     loaded = load_release(str(folder), directory_checksum(folder / "model"), None)
     assert loaded.runtime.name == "scikit-learn"
     assert loaded.runtime_reason == "the release has no precompiled runtime"
+
+
+def test_string_labels_are_served_as_strings(workdir: Path) -> None:
+    from sklearn.datasets import load_iris
+    from starlette.testclient import TestClient
+
+    from model.server import ServerSettings, create_app
+    from model.spec import RegistrySettings, TrainingSpec
+    from model.train import train_release
+    from tests.server.conftest import wait_ready
+
+    iris = load_iris(as_frame=True)
+    frame = iris.data.set_axis([f"x{i}" for i in range(4)], axis=1)
+    frame["species"] = iris.target_names[iris.target]
+    csv = workdir / "iris-names.csv"
+    frame.to_csv(csv, index=False)
+    spec = TrainingSpec(
+        model_name="server-iris-names",
+        dataset=str(csv),
+        target="species",
+        task="classification",
+        estimator="random_forest",
+        params={"n_estimators": 15},
+    )
+    registry = RegistrySettings(
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
+    )
+    folder = Path(train_release(spec, registry, workdir, log=lambda _m: None).model_uri).parent
+    with TestClient(create_app(ServerSettings(model_uri=str(folder)))) as client:
+        wait_ready(client)
+        assert client.get("/version").json()["runtime"] == "onnxruntime-tree-ensemble"
+        rows = frame.drop(columns="species").iloc[[0, 60, 120]].to_numpy().tolist()
+        answer = client.post("/invocations?probabilities=true", json={"instances": rows}).json()
+    assert answer["predictions"] == ["setosa", "versicolor", "virginica"]
+    assert len(answer["probabilities"]) == 3
