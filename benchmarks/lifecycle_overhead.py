@@ -15,7 +15,7 @@ import typer
 
 from model.data import load_dataset, split_dataset
 from model.estimators import build_pipeline
-from model.spec import RegistrySettings, TrainingSpec
+from model.spec import GateSpec, RegistrySettings, TrainingSpec
 from model.train import train_release
 
 CASES = {
@@ -65,7 +65,7 @@ def main(repeats: int = 3) -> None:
                     estimator=estimator,
                     params=params,
                     seed=seed,
-                    gates={"promote": False},
+                    gates=GateSpec(promote=False),
                 )
                 fits.append(bare_fit(spec))
                 releases.append(full_release(spec, registry, workdir))

@@ -231,7 +231,9 @@ class ModelRegistry(pulumi.ComponentResource):
             if args.registry_username is not None and args.registry_password is not None:
                 docker_config: pulumi.Output[str] = pulumi.Output.all(
                     args.registry_username, args.registry_password
-                ).apply(lambda up: _docker_config(str(args.registry_server), up[0], up[1]))
+                ).apply(
+                    lambda up: pulumi.Output.secret(_docker_config(str(args.registry_server), up[0], up[1]))
+                )
                 pull_secret = k8s.core.v1.Secret(
                     f"{name}-pull-secret",
                     metadata={
@@ -239,7 +241,7 @@ class ModelRegistry(pulumi.ComponentResource):
                         "labels": self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE),
                     },
                     type="kubernetes.io/dockerconfigjson",
-                    string_data={".dockerconfigjson": pulumi.Output.secret(docker_config)},
+                    string_data={".dockerconfigjson": docker_config},
                     opts=child,
                 )
                 self.image_pull_secret_name = object_name(pull_secret)

@@ -6,6 +6,10 @@ cd "$ROOT"
 # The real Pulumi engine for tests/engine: from PATH, Pulumi's installer, or built from the Go
 # module proxy (first build ~35 min with empty Go caches, ~2 min with warm ones, seconds after).
 "$ROOT/scripts/bootstrap-engine"
+# Static checks: seconds, and a lint or type error fails before minutes of tests.
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/mypy" components infra model policy benchmarks tests
 set +e
 "$VENV/bin/python" -m pytest "$@"
 status=$?

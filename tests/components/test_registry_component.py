@@ -151,7 +151,7 @@ def test_prod_registry_external_everything(pulumi_mocks, unique) -> None:
     assert pull.inputs["type"] == "kubernetes.io/dockerconfigjson"
     assert pull.inputs["stringData"] == {".dockerconfigjson": "[secret]"}
     # The secret stays a secret Output end to end.
-    assert pulumi_mocks.value(registry.push_target.password.is_secret()) is True  # type: ignore[union-attr]
+    assert pulumi_mocks.value(registry.push_target.password.is_secret()) is True
 
 
 def test_docker_config_names_the_registry_host() -> None:

@@ -62,5 +62,5 @@ def test_release_command_leaves_a_registered_model_in_the_embedded_registry(tmp_
     client = MlflowClient(f"sqlite:///{database}", f"sqlite:///{database}")
     (version,) = client.search_model_versions("name = 'breast-cancer'")
     assert version.tags[RELEASE_TAG] == outcome["release_id"]
-    assert Path(version.source).is_relative_to(copy / ".mlops" / "artifacts")
-    assert (Path(version.source) / "MLmodel").is_file()
+    assert Path(str(version.source)).is_relative_to(copy / ".mlops" / "artifacts")
+    assert (Path(str(version.source)) / "MLmodel").is_file()

@@ -7,6 +7,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -41,7 +42,7 @@ def _spec(**overrides: object) -> TrainingSpec:
 
 
 @pytest.fixture
-def registry(mlflow_server, s3_env: S3Service) -> RegistrySettings:  # type: ignore[no-untyped-def]
+def registry(mlflow_server: Any, s3_env: S3Service) -> RegistrySettings:
     return RegistrySettings(
         tracking_uri=mlflow_server.tracking_uri,
         artifact_root=mlflow_server.artifact_root,
@@ -49,7 +50,7 @@ def registry(mlflow_server, s3_env: S3Service) -> RegistrySettings:  # type: ign
     )
 
 
-def _versions(registry: RegistrySettings, name: str) -> list:  # type: ignore[type-arg]
+def _versions(registry: RegistrySettings, name: str) -> list[Any]:
     return MlflowClient(registry.tracking_uri, registry.tracking_uri).search_model_versions(
         f"name = '{name}'"
     )
@@ -77,7 +78,7 @@ def test_train_register_and_load_back(registry: RegistrySettings, s3_env: S3Serv
     if head.returncode == 0:
         assert version.tags["mlops.git_commit"] == head.stdout.strip()
     assert client.get_model_version_by_alias(spec.model_name, "champion").version == "1"
-    run_artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    run_artifacts = {a.path for a in client.list_artifacts(str(outcome.run_id))}
     assert {"gates.json", "reference_profile.json"} <= run_artifacts
 
     # Loads back (our trusted list, checksum verified) and predicts exactly what training fitted.
@@ -166,7 +167,9 @@ def test_s3_down_before_upload_is_a_clear_error_and_registers_nothing(
         ({"target": "diagnosis"}, "target column 'diagnosis' is not in dataset sklearn:breast_cancer"),
     ],
 )
-def test_bad_specs_fail_clearly_from_the_command_line(tmp_path: Path, change: dict, expected: str) -> None:  # type: ignore[type-arg]
+def test_bad_specs_fail_clearly_from_the_command_line(
+    tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
     spec = {**_spec().model_dump(mode="json"), **change}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -53,7 +53,9 @@ def bodies(draw: st.DrawFn, columns: list[str], model_name: str) -> tuple[str, s
     elif change == 4:
         names.append(draw(st.sampled_from(columns) | st.text(max_size=6)))
     # Valid rows with a few drawn mutations: cheap to generate, and near the edge of valid.
-    rows = [[0.25 * (i + j) for j in range(len(names))] for i in range(draw(st.integers(0, 3)))]
+    rows: list[list[Any]] = [
+        [0.25 * (i + j) for j in range(len(names))] for i in range(draw(st.integers(0, 3)))
+    ]
     for _ in range(draw(st.integers(0, 3))):
         if not rows:
             break

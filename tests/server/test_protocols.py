@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
 from tests.server.conftest import Release, expected, split_body
 
 
-def _rows(release: Release, n: int = 25):  # type: ignore[no-untyped-def]
+def _rows(release: Release, n: int = 25) -> pd.DataFrame:
     return release.frame.sample(n, random_state=1)
 
 

@@ -65,6 +65,7 @@ def test_every_compiled_estimator_round_trips(
     got = loaded.runtime.predict(fresh)
     if task == "classification":
         assert list(got.values) == list(pipeline.predict(fresh))
+        assert got.probabilities is not None
         np.testing.assert_allclose(got.probabilities, pipeline.predict_proba(fresh), rtol=0, atol=1e-9)
     else:
         np.testing.assert_allclose(got.values, pipeline.predict(fresh), rtol=0, atol=1e-9)
