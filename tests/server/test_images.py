@@ -1,0 +1,149 @@
+"""The serving and training images install every distribution their code loads.
+
+There is no Docker engine here, so the images cannot be built in the tests. What can go
+wrong without anyone noticing is the package list each Dockerfile installs: a module the
+code imports lazily (onnx at training, uvloop picked by uvicorn when present) is missing,
+and the image silently runs a slower path or fails only in the cluster. So each test runs
+the image's entrypoint path in a clean interpreter, maps every loaded module to its
+distribution, and checks that the Dockerfile's list (with what those packages require)
+covers them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.server.conftest import REPO, Release
+
+# In the python:3.11-slim base image already; this repository's own package is copied as source.
+_BASE_IMAGE = {"pip", "setuptools", "wheel", "mlops-pulumi"}
+# Imported only when installed: scikit-learn's test helpers (which skops loads) try pytest,
+# and FastAPI (which MLflow loads) tries orjson.
+_OPTIONAL = {"pytest", "pluggy", "iniconfig", "orjson"}
+
+_REPORT = """
+import atexit, json, os, sys
+from importlib import metadata
+_OUT = sys.argv.pop(1)
+def _report():
+    modules = list(sys.modules.values())
+    loaded = {os.path.normpath(m.__file__) for m in modules if getattr(m, "__file__", None)}
+    found = set()
+    # By file, not by top-level name: namespace packages (google, opentelemetry) are shared.
+    for dist in metadata.distributions():
+        base = str(dist.locate_file(""))
+        if any(os.path.normpath(os.path.join(base, str(f))) in loaded for f in dist.files or []):
+            found.add(dist.metadata["Name"])
+    with open(_OUT, "w") as out:
+        json.dump(sorted(found), out)
+atexit.register(_report)
+"""
+
+
+def _installed_by(dockerfile: Path) -> set[str]:
+    """The Dockerfile's `grep -E '^(a|b|c)=='` list of requirements.txt pins, with their dependencies."""
+    match = re.search(r"grep -E '\^\(([^)]*)\)=='", dockerfile.read_text())
+    assert match, f"{dockerfile} does not select its packages from requirements.txt with grep -E"
+    pending: list[str] = [canonicalize_name(name) for name in match.group(1).split("|")]
+    pinned = {
+        canonicalize_name(line.split("==")[0])
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    }
+    assert set(pending) <= pinned, f"{dockerfile} selects packages requirements.txt does not pin"
+    closure: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        for spec in metadata.requires(name) or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(canonicalize_name(requirement.name))
+    return closure
+
+
+def _loaded_by(code: str, *args: str, tmp_path: Path) -> set[str]:
+    report = tmp_path / "distributions.json"
+    subprocess.run(
+        [sys.executable, "-c", _REPORT + code, str(report), *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    found = {str(canonicalize_name(name)) for name in json.loads(report.read_text())}
+    return found - _BASE_IMAGE - _OPTIONAL
+
+
+def test_serving_image_has_what_the_server_loads(releases: dict[str, Release], tmp_path: Path) -> None:
+    # Both runtimes (numpy, onnxruntime), the scikit-learn fallback, and the HTTP stack
+    # uvicorn picks ("auto" takes uvloop and httptools when they are installed).
+    without_bundle = tmp_path / "no-bundle"
+    subprocess.run(["cp", "-r", str(releases["rf"].folder), str(without_bundle)], check=True)
+    subprocess.run(["rm", "-r", str(without_bundle / "model" / "runtime")], check=True)
+    code = f"""
+from uvicorn.config import Config
+from model.artifact import directory_checksum
+from model.server.__main__ import app
+from model.server.app import create_app
+from model.server.loader import load_release
+from model.server.settings import ServerSettings
+from pathlib import Path
+for folder in {[str(releases["lr"].folder), str(releases["rf"].folder)]!r}:
+    load_release(folder, None, None)
+plain = Path({str(without_bundle)!r})
+assert load_release(str(plain), directory_checksum(plain / "model"), None).runtime.name == "scikit-learn"
+config = Config(create_app(ServerSettings(model_uri=str(plain))))
+config.load()
+config.get_loop_factory()
+"""
+    loaded = _loaded_by(code, tmp_path=tmp_path)
+    assert {"onnxruntime", "uvloop", "httptools", "scikit-learn"} <= loaded
+    missing = loaded - _installed_by(REPO / "images" / "Dockerfile.serve")
+    assert not missing, f"images/Dockerfile.serve does not install {sorted(missing)}"
+
+
+def test_training_image_has_what_training_loads(workdir: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "model_name": "image-check-rf",
+                "dataset": "sklearn:breast_cancer",
+                "target": "target",
+                "task": "classification",
+                "estimator": "random_forest",
+                "params": {"n_estimators": 5},
+            }
+        )
+    )
+    code = """
+import runpy
+runpy.run_module("model.train", run_name="__main__")
+"""
+    loaded = _loaded_by(
+        code,
+        "--spec",
+        str(spec),
+        "--tracking-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifact-root",
+        str(workdir / "artifacts"),
+        "--json",
+        tmp_path=tmp_path,
+    )
+    # The precompiled serving runtime is built (onnx) and checked (onnxruntime) at training.
+    assert {"onnx", "onnxruntime", "mlflow", "skops"} <= loaded
+    missing = loaded - _installed_by(REPO / "images" / "Dockerfile.train")
+    assert not missing, f"images/Dockerfile.train does not install {sorted(missing)}"
