@@ -123,7 +123,7 @@ def render(
         return
     import kubernetes_validate
 
-    from policy.rules import check_resources
+    from policy.rules import check_resources, stack_pack_config
 
     problems = []
     for obj in objects:
@@ -131,18 +131,14 @@ def render(
             kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
         except kubernetes_validate.ValidationError as exc:
             problems.append(f"schema: {obj['kind']} {obj['metadata'].get('name')}: {exc.message}")
-    problems += [v.message for v in check_resources(result.policy_resources(), _policy_config(stack))]
+    config = stack_pack_config(stack)
+    problems += [v.message for v in check_resources(result.policy_resources(), config)]
     for problem in problems:
         err.print(f"[red]x[/] {problem}")
     if problems:
         raise typer.Exit(1)
     version = kubernetes_validate.latest_version()
     err.print(f"[green]ok[/] {len(objects)} objects pass the Kubernetes {version} schemas and policy pack")
-
-
-def _policy_config(stack: str) -> dict[str, object]:
-    # The dev stack's in-cluster image registry is reached through a NodePort.
-    return {"allowed_service_types": ["ClusterIP", "NodePort"]} if stack == "dev" else {}
 
 
 @app.command(

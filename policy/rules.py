@@ -12,9 +12,11 @@ a `PolicyPack`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "StackRule",
     "Violation",
     "check_resources",
+    "flatten_pack_config",
+    "stack_pack_config",
 ]
 
 STACK_LABEL = "mlops.dev/stack"
@@ -77,6 +81,39 @@ class PolicyConfig:
             raise ValueError(f"allowed_service_types has {bad}; allowed values: {list(SERVICE_TYPES)}")
         stacks = _string_list(config, "digest_required_stacks", ["prod"])
         return cls(frozenset(allowed), frozenset(stacks))
+
+
+def flatten_pack_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A `--policy-pack-config` file (per policy) as the one mapping `check_resources` takes.
+
+    Enforcement levels are dropped; a key set to different values for two policies is an error.
+    """
+    flat: dict[str, Any] = {}
+    for policy, settings in raw.items():
+        if not isinstance(settings, Mapping):
+            continue  # an enforcement level, e.g. {"all": "mandatory"}
+        for key, value in settings.items():
+            if key == "enforcementLevel":
+                continue
+            if key in flat and flat[key] != value:
+                raise ValueError(f"policy config {key} differs between policies (at {policy!r})")
+            flat[key] = value
+    PolicyConfig.from_mapping(flat)
+    return flat
+
+
+def stack_pack_config(stack: str) -> dict[str, Any]:
+    """`policy/config/<stack>.json` flattened, or {} when the stack has none (the defaults).
+
+    The same file goes to the engine: `--policy-pack-config policy/config/<stack>.json`.
+    """
+    path = Path(__file__).parent / "config" / f"{stack}.json"
+    if not path.is_file():
+        return {}
+    try:
+        return flatten_pack_config(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def _string_list(config: Mapping[str, Any], key: str, default: list[str]) -> list[str]:

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.slow
 
 SCHEMA_VERSION = "1.37.0"
 STACKS = ("dev", "prod")
-POLICY_CONFIG = {"dev": {"allowed_service_types": ["ClusterIP", "NodePort"]}, "prod": {}}
 _rendered: dict[str, RenderResult] = {}
 
 
@@ -68,7 +67,7 @@ def changed_steps(preview: dict[str, Any]) -> dict[str, set[str]]:
 def test_preview_and_up_render_valid_manifests_matching_the_mocks(
     engine: Engine, stack: str, tmp_path: Path
 ) -> None:
-    from policy.rules import check_resources
+    from policy.rules import check_resources, stack_pack_config
 
     engine.pulumi("preview", stack=stack).check()
     engine.pulumi("up", "--yes", "--skip-preview", stack=stack).check()
@@ -78,7 +77,7 @@ def test_preview_and_up_render_valid_manifests_matching_the_mocks(
     for obj in manifests:
         kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
     resources = [{"type": engine_type(o), "name": o["metadata"]["name"], "props": o} for o in manifests]
-    violations = check_resources(resources, POLICY_CONFIG[stack])
+    violations = check_resources(resources, stack_pack_config(stack))
     assert violations == [], "\n".join(f"{v.rule} {v.resource}: {v.message}" for v in violations)
 
     # Object for object against the mocks render of the same stack file. Comparable: kind,
@@ -198,6 +197,17 @@ def test_policy_pack_passes_prod_and_rejects_an_unpinned_image(engine: Engine) -
     assert bad.returncode != 0, bad.output[-4000:]
     assert "image-pinned" in bad.output, bad.output[-4000:]
     assert "is not pinned by digest (@sha256:...), required in stack 'prod'" in bad.output, bad.output[-4000:]
+
+
+def test_policy_pack_reads_the_dev_config_file(engine: Engine) -> None:
+    """dev's NodePort registry passes only with policy/config/dev.json, as `mlops render` reads it."""
+    pack = str(engine.project / "policy")
+    config = str(engine.project / "policy" / "config" / "dev.json")
+    allowed = engine.pulumi("preview", "--policy-pack", pack, "--policy-pack-config", config, stack="dev")
+    allowed.check()
+    refused = engine.pulumi("preview", "--policy-pack", pack, stack="dev")
+    assert refused.returncode != 0, refused.output[-4000:]
+    assert "service-type-allowed" in refused.output and "NodePort" in refused.output, refused.output[-4000:]
 
 
 # 5 -------------------------------------------------------------------------------------------

@@ -574,3 +574,37 @@ def test_pulumi_policy_yaml_layout() -> None:
     venv = (REPO / "policy" / manifest["runtime"]["options"]["virtualenv"]).resolve()
     assert (venv / "bin" / "python").exists(), venv
     assert (REPO / "policy" / "__main__.py").exists()
+
+
+def test_pack_config_files_flatten_to_what_the_rules_take() -> None:
+    from policy.rules import flatten_pack_config
+
+    raw = {
+        "all": "mandatory",
+        "service-type-allowed": {"enforcementLevel": "mandatory", "allowed_service_types": ["NodePort"]},
+        "image-pinned": {"digest_required_stacks": ["prod", "staging"]},
+        "release-gates-passed": {"digest_required_stacks": ["prod", "staging"]},
+    }
+    assert flatten_pack_config(raw) == {
+        "allowed_service_types": ["NodePort"],
+        "digest_required_stacks": ["prod", "staging"],
+    }
+    with pytest.raises(ValueError, match="digest_required_stacks differs between policies"):
+        flatten_pack_config({**raw, "release-gates-passed": {"digest_required_stacks": ["prod"]}})
+    with pytest.raises(ValueError, match="unknown policy config keys"):
+        flatten_pack_config({"image-pinned": {"digest_stacks": ["prod"]}})
+
+
+def test_the_dev_stack_config_file_allows_its_nodeport_and_prod_has_none() -> None:
+    from policy.rules import stack_pack_config
+
+    assert stack_pack_config("dev") == {"allowed_service_types": ["NodePort"]}
+    assert stack_pack_config("prod") == {}
+    nodeport = {
+        "type": "kubernetes:core/v1:Service",
+        "name": "registry",
+        "props": {"metadata": {"name": "registry"}, "spec": {"type": "NodePort"}},
+    }
+    assert check_resources([nodeport], stack_pack_config("dev")) == []
+    refused = check_resources([nodeport], stack_pack_config("prod"))
+    assert [v.rule for v in refused] == ["service-type-allowed"]
