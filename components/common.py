@@ -19,6 +19,7 @@ __all__ = [
     "Component",
     "ImageSource",
     "PushTarget",
+    "WorkloadAccess",
     "container_security_context",
     "image_reference",
     "labels",
@@ -109,6 +110,44 @@ class PushTarget:
     username: pulumi.Input[str] | None = None
     password: pulumi.Input[str] | None = None
     """Secret."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadAccess:
+    """How a workload gets its image and reaches the registry and artifact store.
+
+    The fields TrainingJobArgs and ModelServingArgs share; ModelRegistry's outputs of the
+    same names fill them.
+    """
+
+    push_target: PushTarget | None = None
+    """Registry to push a built image to; required when `image` is built."""
+    image_pull_secret_name: pulumi.Input[str] | None = None
+    """dockerconfigjson Secret for a private registry."""
+    s3_endpoint_url: pulumi.Input[str] | None = None
+    """S3 endpoint for pods (MLFLOW_S3_ENDPOINT_URL); None for AWS."""
+    s3_secret_name: pulumi.Input[str] | None = None
+    """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; None: ambient credentials."""
+
+    def _check_push_target(self, image: ImageSource) -> None:
+        if image.ref is None and self.push_target is None:
+            raise ValueError("push_target is required when the image is built (image.ref is None)")
+
+    def s3_env(self) -> list[dict[str, Any]]:
+        """Container env for the artifact store: its endpoint and the credentials' secret keys."""
+        env: list[dict[str, Any]] = []
+        if self.s3_endpoint_url is not None:
+            env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": self.s3_endpoint_url})
+        if self.s3_secret_name is not None:
+            env += [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": self.s3_secret_name, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ]
+        return env
+
+    def add_pull_secret(self, pod_spec: dict[str, Any]) -> None:
+        if self.image_pull_secret_name is not None:
+            pod_spec["imagePullSecrets"] = [{"name": self.image_pull_secret_name}]
 
 
 def _relative(path: Path) -> str:

@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from components.common import (
     ImageSource,
-    PushTarget,
+    WorkloadAccess,
     container_security_context,
     image_reference,
     labels,
@@ -62,7 +62,7 @@ def split_replicas(total: int, canary_weight: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class ModelServingArgs:
+class ModelServingArgs(WorkloadAccess):
     stack: str
     """Stack name, written into the `mlops.dev/stack` label."""
     namespace: pulumi.Input[str]
@@ -73,14 +73,6 @@ class ModelServingArgs:
     """The stable release."""
     image: ImageSource
     """The serving image: a reference (prod: by digest) or images/Dockerfile.serve to build."""
-    push_target: PushTarget | None = None
-    """Registry to push a built image to; required when `image` is built."""
-    image_pull_secret_name: pulumi.Input[str] | None = None
-    """dockerconfigjson Secret for a private registry."""
-    s3_endpoint_url: pulumi.Input[str] | None = None
-    """MLFLOW_S3_ENDPOINT_URL for S3-compatible stores; None for AWS."""
-    s3_secret_name: pulumi.Input[str] | None = None
-    """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; None: ambient credentials."""
     canary: ServedRelease | None = None
     """A candidate release served next to the stable one under the same Service."""
     canary_weight: int = 0
@@ -131,8 +123,7 @@ class ModelServingArgs:
             raise ValueError(f"a canary needs replicas >= 2 (one per track), got {self.replicas}")
         if not 10 <= self.target_cpu_percent <= 100:
             raise ValueError(f"target_cpu_percent must be in 10..100, got {self.target_cpu_percent}")
-        if self.image.ref is None and self.push_target is None:
-            raise ValueError("push_target is required when the image is built (image.ref is None)")
+        self._check_push_target(self.image)
 
 
 class ModelServing(pulumi.ComponentResource):
@@ -286,13 +277,7 @@ class ModelServing(pulumi.ComponentResource):
             {"name": "TMPDIR", "value": "/tmp"},
             {"name": "HOME", "value": "/tmp"},
         ]
-        if args.s3_endpoint_url is not None:
-            env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": args.s3_endpoint_url})
-        if args.s3_secret_name is not None:
-            env += [
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": args.s3_secret_name, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-            ]
+        env += args.s3_env()
         pod_spec: dict[str, Any] = {
             "serviceAccountName": account_name,
             "automountServiceAccountToken": False,
@@ -334,8 +319,7 @@ class ModelServing(pulumi.ComponentResource):
             ],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
         }
-        if args.image_pull_secret_name is not None:
-            pod_spec["imagePullSecrets"] = [{"name": args.image_pull_secret_name}]
+        args.add_pull_secret(pod_spec)
         if args.topology_spread:
             pod_spec["topologySpreadConstraints"] = [
                 {

@@ -17,7 +17,7 @@ import yaml
 
 from components.common import (
     ImageSource,
-    PushTarget,
+    WorkloadAccess,
     container_security_context,
     image_reference,
     labels,
@@ -37,7 +37,7 @@ _RELEASE_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
-class TrainingJobArgs:
+class TrainingJobArgs(WorkloadAccess):
     stack: str
     """Stack name, written into the `mlops.dev/stack` label."""
     namespace: pulumi.Input[str]
@@ -52,14 +52,6 @@ class TrainingJobArgs:
     """MLflow URI as seen from the Job's pod (MLFLOW_TRACKING_URI)."""
     artifact_root: pulumi.Input[str]
     """s3://<bucket>[/prefix] (MLOPS_ARTIFACT_ROOT)."""
-    push_target: PushTarget | None = None
-    """Registry to push a built image to; required when `image` is built."""
-    s3_endpoint_url: pulumi.Input[str] | None = None
-    """S3 endpoint for pods (MLFLOW_S3_ENDPOINT_URL); None for AWS."""
-    s3_secret_name: pulumi.Input[str] | None = None
-    """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; None: ambient credentials."""
-    image_pull_secret_name: pulumi.Input[str] | None = None
-    """dockerconfigjson Secret for a private registry."""
     git_commit: str | None = None
     """MLOPS_GIT_COMMIT, recorded in the release's lineage."""
     backoff_limit: int = 0
@@ -96,8 +88,7 @@ class TrainingJobArgs:
             raise ValueError(f"active_deadline_seconds must be >= 60, got {self.active_deadline_seconds}")
         if self.timeout_minutes < 1:
             raise ValueError(f"timeout_minutes must be >= 1, got {self.timeout_minutes}")
-        if self.image.ref is None and self.push_target is None:
-            raise ValueError("push_target is required when the image is built (image.ref is None)")
+        self._check_push_target(self.image)
 
 
 class TrainingJob(pulumi.ComponentResource):
@@ -143,15 +134,9 @@ class TrainingJob(pulumi.ComponentResource):
             {"name": "HOME", "value": "/tmp"},
             {"name": "TMPDIR", "value": "/tmp"},
         ]
-        if args.s3_endpoint_url is not None:
-            env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": args.s3_endpoint_url})
         if args.git_commit:
             env.append({"name": "MLOPS_GIT_COMMIT", "value": args.git_commit})
-        if args.s3_secret_name is not None:
-            env += [
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": args.s3_secret_name, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-            ]
+        env += args.s3_env()
         pod_spec: dict[str, Any] = {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
@@ -177,8 +162,7 @@ class TrainingJob(pulumi.ComponentResource):
                 {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
             ],
         }
-        if args.image_pull_secret_name is not None:
-            pod_spec["imagePullSecrets"] = [{"name": args.image_pull_secret_name}]
+        args.add_pull_secret(pod_spec)
 
         annotations: dict[str, str] = {}
         if not args.await_completion:
