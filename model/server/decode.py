@@ -164,16 +164,8 @@ class Decoder:
         """A list of value lists (in `order`) to a checked matrix in schema order."""
         width = self.schema.width
         if fast:
-            try:
-                block = np.array(rows)
-            except (ValueError, TypeError, OverflowError):
-                block = None
-            if (
-                block is not None
-                and block.ndim == 2
-                and block.shape[1] == width
-                and block.dtype.kind in "iuf"
-            ):
+            block = _numeric_array(rows)
+            if block is not None and block.ndim == 2 and block.shape[1] == width:
                 if order is not None:
                     block = block[:, order]
                 if self.schema.check_block(block):
@@ -561,13 +553,9 @@ class Decoder:
         # The tensor's datatype narrows what each column accepts, never widens it.
         checked = tuple(Column(c.name, _narrower(c.kind, kind)) for c in columns)
         if fast:
-            try:
-                block = np.array(data)
-            except (ValueError, TypeError, OverflowError):
-                block = None
+            block = _numeric_array(data)
             if (
                 block is not None
-                and block.dtype.kind in "iuf"
                 and block.size == rows * width
                 and (block.ndim == 1 or block.shape == (rows, width))
             ):
@@ -585,6 +573,15 @@ class Decoder:
         for k, value in enumerate(flat):
             out[k] = check_value(value, checked[k % width], k // width)
         return out.reshape(rows, width)
+
+
+def _numeric_array(data: list[Any]) -> np.ndarray | None:
+    """`data` as one numeric numpy array when numpy can take it whole; None sends it the slow way."""
+    try:
+        block = np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return block if block.dtype.kind in "iuf" else None
 
 
 def _narrower(signature: ColumnKind, tensor: ColumnKind) -> ColumnKind:
