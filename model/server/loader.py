@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from model.artifact import MODEL_SUBDIR, RELEASE_FILE
 from model.server.runtime import Runtime, RuntimeChoice, SklearnRuntime
 from model.server.schema import InputSchema
+
+if TYPE_CHECKING:
+    from model.estimators import Task
 
 __all__ = ["LoadError", "LoadedRelease", "fetch_release", "load_release"]
 
@@ -200,7 +203,7 @@ def _import_skops_narrowly() -> None:
         sklearn.utils.all_estimators = original
 
 
-def _choose_runtime(model_dir: Path, estimator: str, task: str) -> RuntimeChoice:
+def _choose_runtime(model_dir: Path, estimator: str, task: Task) -> RuntimeChoice:
     """The release's precompiled runtime when it checks out here; scikit-learn otherwise."""
     from model.artifact import load_sklearn_model
     from model.runtime_bundle import BundleError, load_runtime
@@ -215,7 +218,7 @@ def _choose_runtime(model_dir: Path, estimator: str, task: str) -> RuntimeChoice
     log.warning("%s; loading the pipeline with scikit-learn", refused)
     _import_skops_narrowly()
     # The checksum was verified with the rest of the model folder.
-    pipeline = load_sklearn_model(model_dir, estimator, task, None)  # type: ignore[arg-type]
+    pipeline = load_sklearn_model(model_dir, estimator, task, None)
     return RuntimeChoice(SklearnRuntime(pipeline, task == "classification"), refused)
 
 
