@@ -19,6 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from model.server import ServerSettings, create_app
+from model.spec import RegistrySettings
 from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,11 +41,11 @@ class Release:
         return list(self.frame.columns)
 
 
-def _train(workdir: Path) -> dict[str, Release]:
+def _train(workdir: Path, registry: RegistrySettings) -> dict[str, Release]:
     from sklearn.datasets import load_breast_cancer, make_classification
 
     from model.artifact import ReleaseMetadata, load_sklearn_model
-    from model.spec import RegistrySettings, TrainingSpec
+    from model.spec import TrainingSpec
     from model.train import train_release
 
     X, y = make_classification(n_samples=600, n_features=20, n_informative=8, random_state=3)
@@ -52,9 +53,6 @@ def _train(workdir: Path) -> dict[str, Release]:
     frame["label"] = y
     csv = workdir / "classification20.csv"
     frame.to_csv(csv, index=False)
-    registry = RegistrySettings(
-        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
-    )
     specs = {
         "lr": TrainingSpec(
             model_name="server-lr",
@@ -93,8 +91,16 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def releases(workdir: Path) -> dict[str, Release]:
-    return _train(workdir)
+def registry(workdir: Path) -> RegistrySettings:
+    """The scratch registry the server tests train into (SQLite and a local artifact root)."""
+    return RegistrySettings(
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
+    )
+
+
+@pytest.fixture(scope="session")
+def releases(workdir: Path, registry: RegistrySettings) -> dict[str, Release]:
+    return _train(workdir, registry)
 
 
 @pytest.fixture(scope="session", params=["lr", "rf"])

@@ -22,6 +22,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from model.spec import RegistrySettings
 from tests.server.conftest import REPO, Release
 
 # In the python:3.11-slim base image already; this repository's own package is copied as source.
@@ -114,7 +115,9 @@ config.get_loop_factory()
     assert not missing, f"images/Dockerfile.serve does not install {sorted(missing)}"
 
 
-def test_training_image_has_what_training_loads(workdir: Path, tmp_path: Path) -> None:
+def test_training_image_has_what_training_loads(
+    workdir: Path, registry: RegistrySettings, tmp_path: Path
+) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         yaml.safe_dump(
@@ -137,9 +140,9 @@ runpy.run_module("model.train", run_name="__main__")
         "--spec",
         str(spec),
         "--tracking-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
+        str(registry.tracking_uri),
         "--artifact-root",
-        str(workdir / "artifacts"),
+        str(registry.artifact_root),
         "--json",
         tmp_path=tmp_path,
     )

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from model.artifact import directory_checksum
 from model.server import ServerSettings, create_app
 from model.server.loader import LoadedRelease, LoadError, RetryPolicy, fetch_release, load_release
+from model.spec import RegistrySettings
 from tests.server.conftest import Release, wait_live, wait_ready
 
 
@@ -117,12 +118,12 @@ def test_missing_release_reports_why(tmp_path: Path) -> None:
 
 
 def test_release_uri_forms(
-    releases: dict[str, Release], workdir: Path, monkeypatch: pytest.MonkeyPatch
+    releases: dict[str, Release], workdir: Path, registry: RegistrySettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = releases["lr"]
     assert fetch_release(str(release.folder / "model"), workdir)[0] == release.folder
     assert fetch_release(f"file://{release.folder}", workdir)[0] == release.folder
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(registry.tracking_uri))
     for uri in (f"models:/{release.model_name}/1", f"models:/{release.model_name}@champion"):
         loaded = load_release(uri, None, None)
         assert (loaded.release_id, loaded.model_version) == (release.release_id, "1")

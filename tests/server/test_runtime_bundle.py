@@ -16,6 +16,7 @@ from model.estimators import Task, build_pipeline
 from model.runtime_bundle import RUNTIME_SUBDIR, BundleError, export_runtime, load_runtime
 from model.server.loader import load_release
 from model.server.runtime import SklearnRuntime
+from model.spec import RegistrySettings
 from tests.server.conftest import Release
 
 
@@ -160,12 +161,12 @@ def test_a_release_without_a_bundle_serves_scikit_learn(releases: dict[str, Rele
     assert loaded.runtime_reason == "the release has no precompiled runtime"
 
 
-def test_string_labels_are_served_as_strings(workdir: Path) -> None:
+def test_string_labels_are_served_as_strings(workdir: Path, registry: RegistrySettings) -> None:
     from sklearn.datasets import load_iris
     from starlette.testclient import TestClient
 
     from model.server import ServerSettings, create_app
-    from model.spec import RegistrySettings, TrainingSpec
+    from model.spec import TrainingSpec
     from model.train import train_release
     from tests.server.conftest import wait_ready
 
@@ -181,9 +182,6 @@ def test_string_labels_are_served_as_strings(workdir: Path) -> None:
         task="classification",
         estimator="random_forest",
         params={"n_estimators": 15},
-    )
-    registry = RegistrySettings(
-        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
     )
     folder = Path(train_release(spec, registry, workdir, log=lambda _m: None).model_uri).parent
     with TestClient(create_app(ServerSettings(model_uri=str(folder)))) as client:
