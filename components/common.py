@@ -26,6 +26,7 @@ __all__ = [
     "object_name",
     "pod_security_context",
     "resources",
+    "service_url",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,18 @@ def labels(app: str, component: Component, stack: str) -> dict[str, str]:
 def object_name(resource: Any) -> pulumi.Output[str]:
     """A Kubernetes object's name, from the object itself (so dependents wait for it)."""
     return resource.metadata.apply(lambda m: str(m.name))
+
+
+def service_url(service: Any) -> pulumi.Output[str]:
+    """http://<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
+    return pulumi.Output.concat(
+        "http://",
+        object_name(service),
+        ".",
+        service.metadata.apply(lambda m: str(m.namespace)),
+        ".svc.cluster.local:",
+        service.spec.apply(lambda s: str((s.ports or [])[0].port)),
+    )
 
 
 def pod_security_context(uid: int = 10001) -> dict[str, Any]:

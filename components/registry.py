@@ -25,6 +25,7 @@ from components.common import (
     object_name,
     pod_security_context,
     resources,
+    service_url,
 )
 
 __all__ = ["BackendStore", "ModelRegistry", "ModelRegistryArgs", "RegistryMode"]
@@ -253,7 +254,7 @@ class ModelRegistry(pulumi.ComponentResource):
             self, f"{name}-mlflow-image", args.mlflow_image, self.push_target, depends_on=registry_ready
         )
         mlflow_service = self._mlflow(name, args, child, s3_env)
-        self.tracking_uri = _service_url(mlflow_service)
+        self.tracking_uri = service_url(mlflow_service)
 
         self.register_outputs(
             {
@@ -449,18 +450,6 @@ def _docker_config(server: str, username: str, password: str) -> str:
     host = server.split("/", 1)[0]
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
     return json.dumps({"auths": {host: {"username": username, "password": password, "auth": auth}}})
-
-
-def _service_url(service: k8s.core.v1.Service) -> pulumi.Output[str]:
-    """http://<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
-    return pulumi.Output.concat(
-        "http://",
-        object_name(service),
-        ".",
-        service.metadata.apply(lambda m: str(m.namespace)),
-        ".svc.cluster.local:",
-        service.spec.apply(lambda s: str((s.ports or [])[0].port)),
-    )
 
 
 def _claim(

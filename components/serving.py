@@ -23,6 +23,7 @@ from components.common import (
     object_name,
     pod_security_context,
     resources,
+    service_url,
 )
 
 __all__ = ["PORT", "ModelServing", "ModelServingArgs", "ServedRelease", "ServiceType", "split_replicas"]
@@ -235,7 +236,7 @@ class ModelServing(pulumi.ComponentResource):
         )
 
         self.service_name = object_name(service)
-        self.endpoint = _service_url(service)
+        self.endpoint = service_url(service)
         self.deployment_name = object_name(stable)
         self.release_id = stable.metadata.apply(lambda m: (m.labels or {})["mlops.dev/release"])
         self.model_uri = stable.metadata.apply(lambda m: (m.annotations or {})["mlops.dev/model-uri"])
@@ -366,15 +367,3 @@ class ModelServing(pulumi.ComponentResource):
                 parent=self, ignore_changes=["spec.replicas"] if track == "stable" else None
             ),
         )
-
-
-def _service_url(service: k8s.core.v1.Service) -> pulumi.Output[str]:
-    """http://<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
-    return pulumi.Output.concat(
-        "http://",
-        object_name(service),
-        ".",
-        service.metadata.apply(lambda m: str(m.namespace)),
-        ".svc.cluster.local:",
-        service.spec.apply(lambda s: str((s.ports or [])[0].port)),
-    )

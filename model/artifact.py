@@ -103,7 +103,7 @@ def directory_checksum(path: Path) -> str:
 def verify_model_dir(model_dir: Path, expected_sha256: str | None) -> dict[str, Any]:
     """Check the checksum (when one is expected) and that the model is skops, not pickle.
 
-    Returns the MLmodel's scikit-learn flavor.
+    Returns the parsed MLmodel, so that callers do not read it again.
     """
     if expected_sha256 is not None:
         actual = directory_checksum(model_dir)
@@ -113,8 +113,8 @@ def verify_model_dir(model_dir: Path, expected_sha256: str | None) -> dict[str, 
                 f"{expected_sha256}: refusing a modified or partial artifact"
             )
     try:
-        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
-        flavor: dict[str, Any] = mlmodel["flavors"]["sklearn"]
+        mlmodel: dict[str, Any] = yaml.safe_load((model_dir / "MLmodel").read_text())
+        flavor = mlmodel["flavors"]["sklearn"]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ArtifactError(f"{model_dir} is not an MLflow scikit-learn model: {exc}") from exc
     if flavor.get("serialization_format") != "skops":
@@ -122,7 +122,7 @@ def verify_model_dir(model_dir: Path, expected_sha256: str | None) -> dict[str, 
             f"{model_dir} uses serialization {flavor.get('serialization_format')!r}; "
             "only skops is loaded (pickle can run arbitrary code)"
         )
-    return flavor
+    return mlmodel
 
 
 def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha256: str | None) -> Any:
@@ -131,7 +131,7 @@ def load_sklearn_model(model_dir: Path, estimator: str, task: Task, expected_sha
 
     from model.estimators import trusted_types
 
-    flavor = verify_model_dir(model_dir, expected_sha256)
+    flavor = verify_model_dir(model_dir, expected_sha256)["flavors"]["sklearn"]
     try:
         return skops.io.load(model_dir / flavor["pickled_model"], trusted=trusted_types(estimator, task))
     except Exception as exc:

@@ -60,12 +60,6 @@ class _Compiled:
     """Manifest entries the runtime needs besides its files (the forest's tree count)."""
 
 
-def _classes_of(pipeline: Any, classification: bool) -> list[Any] | None:
-    if not classification:
-        return None
-    return [value.item() if hasattr(value, "item") else value for value in pipeline.classes_]
-
-
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)
@@ -224,19 +218,21 @@ def _open(kind: str, files: dict[str, bytes], params: dict[str, Any], classes: l
 
 
 def export_runtime(
-    pipeline: Any, classification: bool, reference: np.ndarray, model_dir: Path
+    pipeline: Any, classes: list[Any] | None, reference: np.ndarray, model_dir: Path
 ) -> RuntimeChoice:
     """Compile `pipeline`, check it against scikit-learn on `reference`, and store it if it agrees.
+
+    `classes` are the classifier's labels as plain Python values (None for a regressor).
 
     Returns the runtime the server will find (the compiled one, or scikit-learn) and why.
     Nothing is written when the compiled runtime is refused.
     """
+    classification = classes is not None
     baseline = SklearnRuntime(pipeline, classification)
     try:
         compiled = _compile(pipeline, classification)
         if compiled is None:
             return RuntimeChoice(baseline, f"no faster runtime for {type(pipeline.steps[-1][1]).__name__}")
-        classes = _classes_of(pipeline, classification)
         candidate = _open(compiled.kind, compiled.files, compiled.params, classes)
         got = candidate.predict(reference)
     except Exception as exc:

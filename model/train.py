@@ -172,6 +172,9 @@ def train_release(
             mlflow.end_run(status="FAILED")
             raise GateFailure(f"release {rid} failed its gates: {failures}", report, run_id)
 
+        libraries = _library_versions()
+        classification = spec.task == "classification"
+        classes = [_plain(c) for c in pipeline.classes_] if classification else None
         with tempfile.TemporaryDirectory(prefix=f"release-{rid}-") as tmp:
             staging = Path(tmp)
             sample = split.X_train.head(5)
@@ -184,16 +187,16 @@ def train_release(
                 input_example=sample,
                 # MLflow infers these by re-importing the model in a subprocess (~10 s, most of
                 # a release's overhead); we know exactly what loading the model needs.
-                pip_requirements=[f"{n}=={v}" for n, v in _library_versions().items()],
+                pip_requirements=[f"{n}=={v}" for n, v in libraries.items()],
             )
             profile = build_profile(
                 split.X_train,
                 pipeline.predict(split.X_train),
-                classification=spec.task == "classification",
+                classification=classification,
             )
             choice = export_runtime(
                 pipeline,
-                spec.task == "classification",
+                classes,
                 _reference_rows(split.X_train, profile, sample),
                 staging / MODEL_SUBDIR,
             )
@@ -213,9 +216,9 @@ def train_release(
                 model_sha256=directory_checksum(staging / MODEL_SUBDIR),
                 metrics=metrics,
                 gates=report.as_dict(),
-                libraries=_library_versions(),
+                libraries=libraries,
                 feature_names=[str(c) for c in split.X_train.columns],
-                classes=[_plain(c) for c in pipeline.classes_] if spec.task == "classification" else None,
+                classes=classes,
                 spec=spec.model_dump(mode="json"),
             )
             (staging / RELEASE_FILE).write_text(metadata.to_json())

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from model.server.batching import MicroBatcher
-from model.server.decode import Decoder
+from model.server.decode import V2_KINDS, Decoder
 from model.server.errors import RequestError
 from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
@@ -38,16 +38,12 @@ Loader = Callable[[], LoadedRelease]
 _JSON = b"application/json"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SERVER_NAME = "mlops-model-server"
-_STATIC_ROUTES = {
-    "/invocations": "/invocations",
-    "/v2/health/live": "/v2/health/live",
-    "/v2/health/ready": "/v2/health/ready",
-    "/ping": "/ping",
-    "/health": "/health",
-    "/version": "/version",
-    "/metrics": "/metrics",
-    "/v2": "/v2",
-}
+_STATIC_ROUTES = frozenset(
+    {"/invocations", "/v2/health/live", "/v2/health/ready", "/ping", "/health", "/version", "/metrics", "/v2"}
+)
+# V2 datatypes: of the signature's column kinds, and of prediction arrays by numpy dtype kind.
+_V2_DATATYPE = {kind: datatype for datatype, kind in V2_KINDS.items()}
+_V2_OUTPUT_DATATYPE = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
 
 
 class _ClientGone(Exception):
@@ -185,7 +181,7 @@ class ServerApp:
         started = time.perf_counter()
         path: str = scope["path"]
         method: str = scope["method"]
-        route = _STATIC_ROUTES.get(path) or self._route(path)
+        route = path if path in _STATIC_ROUTES else self._route(path)
         v2 = route.startswith("/v2")
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -255,7 +251,7 @@ class ServerApp:
         if route == "/v2":
             return 200, orjson.dumps({"name": _SERVER_NAME, "version": "1", "extensions": []}), _JSON
         if route.startswith("/v2/models/"):
-            release = self._model_for(scope["path"])
+            release = self._model_for(scope["path"])[0]
             if route.endswith("/ready"):
                 return self._readiness()
             return 200, orjson.dumps(self._v2_metadata(release)), _JSON
@@ -286,8 +282,10 @@ class ServerApp:
             raise RequestError(503, "not_ready", f"the model {reason}")
         return self.release, self.decoder, self._batcher
 
-    def _model_for(self, path: str) -> LoadedRelease:
-        release, _, _ = self._loaded()
+    def _model_for(self, path: str) -> tuple[LoadedRelease, Decoder, MicroBatcher]:
+        """The loaded model, if `path` names it (404 otherwise)."""
+        loaded = self._loaded()
+        release = loaded[0]
         parts = path.split("/")
         if parts[3] != release.model_name or (
             len(parts) > 5 and parts[4] == "versions" and parts[5] != release.model_version
@@ -297,7 +295,7 @@ class ServerApp:
                 "model_not_found",
                 f"this server serves model '{release.model_name}' version '{release.model_version}' only",
             )
-        return release
+        return loaded
 
     async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, str]:
         limit = self.settings.max_body_bytes
@@ -358,8 +356,7 @@ class ServerApp:
         return 200, orjson.dumps(out, option=_NUMPY), _JSON
 
     async def _v2_infer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        release = self._model_for(scope["path"])
-        _, decoder, batcher = self._loaded()
+        release, decoder, batcher = self._model_for(scope["path"])
         self._arriving += 1
         try:
             body, content_type = await self._body(scope, receive)
@@ -379,9 +376,7 @@ class ServerApp:
         for name in request.outputs:
             if name == "predict":
                 values = result.values
-                datatype = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}.get(
-                    values.dtype.kind, "BYTES"
-                )
+                datatype = _V2_OUTPUT_DATATYPE.get(values.dtype.kind, "BYTES")
                 outputs.append({"name": name, "datatype": datatype, "shape": [rows], "data": _plain(values)})
             else:
                 proba = result.probabilities
@@ -404,9 +399,8 @@ class ServerApp:
         return 200, orjson.dumps(out, option=_NUMPY), _JSON
 
     def _v2_metadata(self, release: LoadedRelease) -> dict[str, Any]:
-        datatype = {"double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32"}
         inputs = [
-            {"name": c.name, "datatype": datatype[c.kind], "shape": [-1]} for c in release.schema.columns
+            {"name": c.name, "datatype": _V2_DATATYPE[c.kind], "shape": [-1]} for c in release.schema.columns
         ]
         outputs = [{"name": "predict", "datatype": "INT64" if release.classes else "FP64", "shape": [-1]}]
         if release.classes is not None:

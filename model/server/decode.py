@@ -22,7 +22,7 @@ import orjson
 from model.server.errors import RequestError, clean_name
 from model.server.schema import Column, ColumnKind, InputSchema, NonFinite, check_value
 
-__all__ = ["Decoded", "Decoder", "V2Request", "load_json"]
+__all__ = ["V2_KINDS", "Decoded", "Decoder", "V2Request", "load_json"]
 
 FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
@@ -30,7 +30,8 @@ _PARAM_KEYS = frozenset({"probabilities"})
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _V2_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _V2_OUTPUTS = ("predict", "predict_proba")
-_V2_KINDS: dict[str, ColumnKind] = {"FP64": "double", "FP32": "float", "INT64": "long", "INT32": "integer"}
+V2_KINDS: dict[str, ColumnKind] = {"FP64": "double", "FP32": "float", "INT64": "long", "INT32": "integer"}
+_NARROWNESS: dict[ColumnKind, int] = {"double": 0, "float": 1, "long": 2, "integer": 3}
 _CSV_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _CSV_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
@@ -83,6 +84,17 @@ class Decoder:
     def __init__(self, schema: InputSchema, max_rows: int) -> None:
         self.schema = schema
         self.max_rows = max_rows
+        # Columns narrowed to a V2 tensor's datatype, built once per (columns, datatype).
+        self._narrowed: dict[tuple[tuple[Column, ...], ColumnKind], InputSchema] = {}
+
+    def _narrowed_schema(self, columns: tuple[Column, ...], kind: ColumnKind) -> InputSchema:
+        """The tensor's datatype narrows what each column accepts, never widens it."""
+        key = (columns, kind)
+        schema = self._narrowed.get(key)
+        if schema is None:
+            schema = InputSchema(tuple(Column(c.name, _narrower(c.kind, kind)) for c in columns))
+            self._narrowed[key] = schema
+        return schema
 
     # -- shared checks -------------------------------------------------------------------
 
@@ -371,11 +383,8 @@ class Decoder:
                     field=name,
                 )
         if fast:
-            try:
-                block = np.array(columns)
-            except (ValueError, TypeError, OverflowError):
-                block = None
-            if block is not None and block.ndim == 2 and block.dtype.kind in "iuf":
+            block = _numeric_array(columns)
+            if block is not None and block.ndim == 2:
                 block = block.T
                 if self.schema.check_block(block):
                     return self._finish(block)
@@ -399,18 +408,7 @@ class Decoder:
         order = self._columns_order(records[0])
         rows = records[1:]
         self._check_rows(len(rows))
-        schema = self.schema
-        width = schema.width
-        columns = [schema.columns[i] for i in self._inverse(order)] if order else list(schema.columns)
-        out = np.empty((len(rows), width), dtype=np.float64)
-        for i, row in enumerate(rows):
-            if len(row) != width:
-                raise _bad(
-                    "ragged_row", f"row {i} has {len(row)} values; expected {width}, one per column", row=i
-                )
-            for j, cell in enumerate(row):
-                out[i, j] = check_value(_csv_value(cell.strip()), columns[j], i)
-        return out if order is None else out[:, order]
+        return self._slow_rows([[_csv_value(cell.strip()) for cell in row] for row in rows], order)
 
     # -- Open Inference Protocol (KServe V2) --------------------------------------------
 
@@ -528,15 +526,15 @@ class Decoder:
                 f"inputs[{i}].shape must be [rows] or [rows, columns] of non-negative integers",
                 field="shape",
             )
-        if datatype not in _V2_KINDS:
+        if datatype not in V2_KINDS:
             raise _bad(
                 "type_mismatch",
-                f"inputs[{i}].datatype must be one of {', '.join(_V2_KINDS)} for this model",
+                f"inputs[{i}].datatype must be one of {', '.join(V2_KINDS)} for this model",
                 field=f"inputs[{i}]",
             )
         if tensor.get("parameters") is not None and type(tensor["parameters"]) is not dict:
             raise _bad("invalid_params", f"inputs[{i}].parameters must be an object", field="parameters")
-        return name, shape, _V2_KINDS[datatype], tensor["data"]
+        return name, shape, V2_KINDS[datatype], tensor["data"]
 
     def _v2_values(
         self,
@@ -550,8 +548,7 @@ class Decoder:
         rows, width = shape[0], shape[1]
         if type(data) is not list:
             raise _bad("invalid_structure", f"input '{clean_name(name)}' data must be an array", field=name)
-        # The tensor's datatype narrows what each column accepts, never widens it.
-        checked = tuple(Column(c.name, _narrower(c.kind, kind)) for c in columns)
+        narrowed = self._narrowed_schema(columns, kind)
         if fast:
             block = _numeric_array(data)
             if (
@@ -560,7 +557,7 @@ class Decoder:
                 and (block.ndim == 1 or block.shape == (rows, width))
             ):
                 block = block.reshape(rows, width)
-                if InputSchema(checked).check_block(block):
+                if narrowed.check_block(block):
                     return self._finish(block)
         flat = _flatten(data, name)
         if len(flat) != rows * width:
@@ -571,7 +568,7 @@ class Decoder:
             )
         out = np.empty(rows * width, dtype=np.float64)
         for k, value in enumerate(flat):
-            out[k] = check_value(value, checked[k % width], k // width)
+            out[k] = check_value(value, narrowed.columns[k % width], k // width)
         return out.reshape(rows, width)
 
 
@@ -585,8 +582,7 @@ def _numeric_array(data: list[Any]) -> np.ndarray | None:
 
 
 def _narrower(signature: ColumnKind, tensor: ColumnKind) -> ColumnKind:
-    rank = {"double": 0, "float": 1, "long": 2, "integer": 3}
-    return signature if rank[signature] >= rank[tensor] else tensor
+    return signature if _NARROWNESS[signature] >= _NARROWNESS[tensor] else tensor
 
 
 def _flatten(data: list[Any], name: str) -> list[Any]:

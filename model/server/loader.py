@@ -48,7 +48,6 @@ class LoadedRelease:
     runtime_reason: str
     serving_example: bytes
     """The model's serving_input_example.json: the readiness self-test's request body."""
-    folder: Path
 
 
 @dataclass(frozen=True)
@@ -240,8 +239,8 @@ def load_release(
     model_dir = folder / MODEL_SUBDIR
     try:
         metadata = ReleaseMetadata.from_json((folder / RELEASE_FILE).read_text())
-        verify_model_dir(model_dir, expected_sha256 or metadata.model_sha256)
-        schema = InputSchema.from_mlmodel(model_dir / "MLmodel")
+        mlmodel = verify_model_dir(model_dir, expected_sha256 or metadata.model_sha256)
+        schema = InputSchema.from_mlmodel(mlmodel, model_dir / "MLmodel")
     except (ArtifactError, SchemaError, OSError, TypeError, ValueError) as exc:
         raise LoadError(str(exc)) from exc
     if list(schema.names) != list(metadata.feature_names):
@@ -270,5 +269,4 @@ def load_release(
         runtime=choice.runtime,
         runtime_reason=choice.reason,
         serving_example=example,
-        folder=folder,
     )

@@ -149,8 +149,8 @@ class ForestRuntime:
         return Prediction(self._classes.take(np.argmax(sums, axis=1), axis=0), sums)
 
 
-def compare(got: Prediction, want: Prediction, tolerance: float = PROBA_TOLERANCE) -> tuple[bool, str]:
-    """Whether `got` reproduces `want` (identical labels, numbers within tolerance), and how closely."""
+def compare(got: Prediction, want: Prediction) -> tuple[bool, str]:
+    """Whether `got` reproduces `want` (identical labels, numbers within PROBA_TOLERANCE), and how closely."""
     rows = len(want.values)
     if want.probabilities is not None:
         mismatched = int(np.count_nonzero(got.values != want.values))
@@ -162,6 +162,6 @@ def compare(got: Prediction, want: Prediction, tolerance: float = PROBA_TOLERANC
     else:
         gap = float(np.max(np.abs(got.values - want.values)))
         what = "values"
-    if not gap <= tolerance:
-        return False, f"{what} differ by up to {gap:.3g} (tolerance {tolerance:g})"
-    return True, f"{what} within {gap:.3g} (tolerance {tolerance:g}) on {rows} reference rows"
+    if not gap <= PROBA_TOLERANCE:
+        return False, f"{what} differ by up to {gap:.3g} (tolerance {PROBA_TOLERANCE:g})"
+    return True, f"{what} within {gap:.3g} (tolerance {PROBA_TOLERANCE:g}) on {rows} reference rows"

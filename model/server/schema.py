@@ -46,7 +46,6 @@ class InputSchema:
     columns: tuple[Column, ...]
     names: tuple[str, ...] = field(init=False)
     index: dict[str, int] = field(init=False, repr=False, compare=False)
-    integral: tuple[bool, ...] = field(init=False, repr=False)
     needs_checks: bool = field(init=False, repr=False)
     """True when some column is narrower than double (the fast path then checks per column)."""
 
@@ -54,7 +53,6 @@ class InputSchema:
         names = tuple(c.name for c in self.columns)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "index", {n: i for i, n in enumerate(names)})
-        object.__setattr__(self, "integral", tuple(c.kind in _INT_RANGE for c in self.columns))
         object.__setattr__(self, "needs_checks", any(c.kind != "double" for c in self.columns))
 
     @property
@@ -62,13 +60,11 @@ class InputSchema:
         return len(self.columns)
 
     @classmethod
-    def from_mlmodel(cls, mlmodel_path: Path) -> InputSchema:
-        import yaml
-
+    def from_mlmodel(cls, mlmodel: dict[str, Any], mlmodel_path: Path) -> InputSchema:
+        """The input signature of a parsed MLmodel (`mlmodel_path` names it in errors)."""
         try:
-            mlmodel = yaml.safe_load(mlmodel_path.read_text())
             raw = json.loads(mlmodel["signature"]["inputs"])
-        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"{mlmodel_path} has no readable input signature: {exc}") from exc
         columns = []
         for spec in raw:

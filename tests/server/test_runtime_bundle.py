@@ -40,6 +40,11 @@ def _fitted(estimator: str, task: Task, dataset: str, **params: Any) -> tuple[An
     return pipeline, reference
 
 
+def _classes(pipeline: Any, task: Task) -> list[Any] | None:
+    """The labels as training passes them: plain Python values, None for a regressor."""
+    return [c.item() for c in pipeline.classes_] if task == "classification" else None
+
+
 @pytest.mark.parametrize(
     ("estimator", "task", "dataset", "params", "kind"),
     [
@@ -57,7 +62,7 @@ def test_every_compiled_estimator_round_trips(
     estimator: str, task: Task, dataset: str, params: dict[str, Any], kind: str, tmp_path: Path
 ) -> None:
     pipeline, reference = _fitted(estimator, task, dataset, **params)
-    exported = export_runtime(pipeline, task == "classification", reference, tmp_path)
+    exported = export_runtime(pipeline, _classes(pipeline, task), reference, tmp_path)
     assert exported.runtime.name == kind, exported.reason
     loaded = load_runtime(tmp_path)
     assert loaded is not None and loaded.runtime.name == kind
@@ -74,7 +79,7 @@ def test_every_compiled_estimator_round_trips(
 
 def test_estimators_without_a_faster_runtime_write_nothing(tmp_path: Path) -> None:
     pipeline, reference = _fitted("hist_gradient_boosting", "classification", "iris", max_iter=20)
-    choice = export_runtime(pipeline, True, reference, tmp_path)
+    choice = export_runtime(pipeline, _classes(pipeline, "classification"), reference, tmp_path)
     assert isinstance(choice.runtime, SklearnRuntime)
     assert "no faster runtime for HistGradientBoostingClassifier" in choice.reason
     assert not (tmp_path / RUNTIME_SUBDIR).exists()
@@ -90,7 +95,7 @@ def test_a_runtime_that_disagrees_at_training_is_not_stored(
     other, _ = _fitted("random_forest", "classification", "iris", n_estimators=10, max_depth=1)
     compile_forest = bundle._forest_onnx
     monkeypatch.setattr(bundle, "_forest_onnx", lambda _forest, c: compile_forest(other.steps[0][1], c))
-    choice = export_runtime(pipeline, True, reference, tmp_path)
+    choice = export_runtime(pipeline, _classes(pipeline, "classification"), reference, tmp_path)
     assert isinstance(choice.runtime, SklearnRuntime)
     assert "onnxruntime-tree-ensemble refused at training" in choice.reason
     assert "reference labels differ" in choice.reason
