@@ -43,7 +43,7 @@ def main() -> None:
     kube = settings.kubernetes
     # Rendering needs no cluster, and the real provider refuses a context or kubeconfig beside
     # renderYamlToDirectory: a stack keeps its cluster settings and still renders.
-    rendering = kube.render_dir is not None
+    rendering = settings.renders_only
     provider = k8s.Provider(
         "kubernetes",
         kubeconfig=None if rendering else kube.kubeconfig,

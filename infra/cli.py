@@ -125,10 +125,11 @@ def render(
 
     from policy.rules import check_resources, stack_pack_config
 
+    version = kubernetes_validate.latest_version()
     problems = []
     for obj in objects:
         try:
-            kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             problems.append(f"schema: {obj['kind']} {obj['metadata'].get('name')}: {exc.message}")
     config = stack_pack_config(stack)
@@ -137,7 +138,6 @@ def render(
         err.print(f"[red]x[/] {problem}")
     if problems:
         raise typer.Exit(1)
-    version = kubernetes_validate.latest_version()
     err.print(f"[green]ok[/] {len(objects)} objects pass the Kubernetes {version} schemas and policy pack")
 
 

@@ -316,7 +316,6 @@ SECRET_KEYS = (
     "s3_access_key_id",
     "s3_secret_access_key",
 )
-_KEYS = OBJECT_KEYS  # kept for readers of the first version
 
 
 def project_dir(start: Path | None = None) -> Path:
@@ -334,7 +333,6 @@ def _build(stack: str, raw: dict[str, Any], source: str) -> StackSettings:
         # An empty object means "unset", so that a `default: {}` declaration changes nothing.
         if raw.get(key) is not None and raw.get(key) != {}:
             values[key] = raw[key]
-    values.setdefault("registry", {})
     for key in SECRET_KEYS:
         if raw.get(key) not in (None, ""):
             values[key] = raw[key]

@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 from pulumi.runtime.mocks import Mocks
 
+from components.providers.release_record import MLOPS_KIND as RELEASE_RECORD_KIND
+from components.providers.s3_bucket import MLOPS_KIND as S3_BUCKET_KIND
 from infra.config import (
     NAMESPACE,
     PROJECT_FILE,
@@ -53,7 +55,8 @@ __all__ = [
     "run_program",
 ]
 
-MASK = "[secret]"
+MASK = SECRET_PLACEHOLDER
+"""What a secret value renders as: the placeholder the config module substitutes too."""
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
 
 
@@ -68,7 +71,6 @@ class RenderedResource:
     custom: bool
     inputs: dict[str, Any]
     """Inputs with secrets replaced by MASK (Kubernetes objects: camelCase, with apiVersion/kind)."""
-    urn: str
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -195,13 +197,13 @@ class RecordingMocks(Mocks):
                 "model_sha256": _digest("render-model", uri),
                 "gates_passed": True,
                 "model_version": "1",
-                "mlops_kind": "release-record",
+                "mlops_kind": RELEASE_RECORD_KIND,
             }
         if typ == DYNAMIC_TYPE and "bucket_name" in state:
             return str(state["bucket_name"]), {
                 **state,
                 "uri": f"s3://{state['bucket_name']}",
-                "mlops_kind": "s3-bucket",
+                "mlops_kind": S3_BUCKET_KIND,
             }
         return (f"{name}-id" if args.custom else None), state
 
@@ -225,7 +227,6 @@ def _recording_monitor(mocks: RecordingMocks) -> Any:
                         parent=_urn_ref(request.parent) if request.parent else None,
                         custom=bool(request.custom),
                         inputs=masked,
-                        urn=self.make_urn(request.parent, request.type, request.name),
                     )
                 )
             return super().RegisterResource(request)
@@ -393,7 +394,3 @@ def write_render(result: RenderResult, target: Path) -> list[Path]:
 def _object_key(obj: dict[str, Any]) -> tuple[str, str, str]:
     meta = obj.get("metadata") or {}
     return (str(meta.get("namespace") or ""), str(obj.get("kind")), str(meta.get("name")))
-
-
-# Keep the placeholder the config module substitutes in sync with the mask written here.
-assert SECRET_PLACEHOLDER == MASK

@@ -54,9 +54,9 @@ class ReleaseRecordProvider(pulumi.dynamic.ResourceProvider):
 
 
 def _read(props: dict[str, Any]) -> dict[str, Any]:
-    from model.artifact import ReleaseMetadata
+    from model.artifact import RELEASE_FILE, ReleaseMetadata
 
-    uri = str(props["release_uri"]).rstrip("/") + "/release.json"
+    uri = str(props["release_uri"]).rstrip("/") + "/" + RELEASE_FILE
     if uri.startswith("s3://"):
         import boto3
 
