@@ -23,7 +23,7 @@ if [ -f "$_engine_file" ]; then
   . "$_engine_file"
   # Warn when the venv's Python SDKs no longer match the prepared engine.
   _engine_key="$(basename "$(readlink "$_engine_tools/current" 2>/dev/null || echo unknown)")"
-  for _engine_d in "${ENGINE_VENV:-$_engine_root/.venv}"/lib/python*/site-packages/pulumi-[0-9]*.dist-info; do
+  for _engine_d in "${ENGINE_VENV:-${MLOPS_VENV:-$_engine_root/.venv}}"/lib/python*/site-packages/pulumi-[0-9]*.dist-info; do
     [ -d "$_engine_d" ] || continue
     _engine_v="${_engine_d##*/pulumi-}"; _engine_v="${_engine_v%.dist-info}"
     case "$_engine_key" in
