@@ -1,4 +1,4 @@
-"""Train the benchmark's (and the server tests') two releases into a scratch registry.
+"""Train the benchmark's two releases into a scratch registry.
 
 The logistic regression sees 20 features from `make_classification`, the random forest the
 bundled breast-cancer data with 100 trees: the two models the issue measured `mlflow models serve` on.

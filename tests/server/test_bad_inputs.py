@@ -285,8 +285,8 @@ def test_body_over_limit_is_refused_before_parsing(client: TestClient) -> None:
 
 
 def test_method_and_route_errors(client: TestClient) -> None:
-    assert client.get("/invocations").status_code == 405
-    assert client.get("/nope").json()["error_code"] == "not_found"
+    check_error(client.get("/invocations"), 405, "method_not_allowed", None, None)
+    check_error(client.get("/nope"), 404, "not_found", None, None)
 
 
 V2_CASES = [
