@@ -101,9 +101,8 @@ class ServerApp:
         try:
             release = await asyncio.to_thread(self._loader)
             decoder = Decoder(release.schema, self.settings.max_batch_rows)
-            example = decoder.invocations(release.serving_example, "application/json", False)
-            result = await asyncio.to_thread(release.runtime.predict, example.X)
-            if len(result.values) != len(example.X):
+            result = await asyncio.to_thread(release.runtime.predict, release.example)
+            if len(result.values) != len(release.example):
                 raise RuntimeError("the self-test prediction returned the wrong number of rows")
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import numpy as np
+
 from model.artifact import MODEL_SUBDIR, RELEASE_FILE
 from model.server.runtime import Runtime, RuntimeChoice, SklearnRuntime
 from model.server.schema import InputSchema
@@ -46,8 +48,8 @@ class LoadedRelease:
     schema: InputSchema
     runtime: Runtime
     runtime_reason: str
-    serving_example: bytes
-    """The model's serving_input_example.json: the readiness self-test's request body."""
+    example: np.ndarray
+    """The model's serving_input_example.json, decoded: the readiness self-test's rows."""
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,8 @@ def load_release(
     if list(schema.names) != list(metadata.feature_names):
         raise LoadError("the model's signature and release.json disagree on the feature names")
     try:
-        example = (model_dir / "serving_input_example.json").read_bytes()
-        Decoder(schema, 1_000_000).invocations(example, "application/json", False)
+        body = (model_dir / "serving_input_example.json").read_bytes()
+        example = Decoder(schema, 1_000_000).invocations(body, "application/json", False).X
     except (OSError, RequestError) as exc:
         raise LoadError(
             f"the model's serving input example is missing or does not fit its signature: {exc}"
@@ -268,5 +270,5 @@ def load_release(
         schema=schema,
         runtime=choice.runtime,
         runtime_reason=choice.reason,
-        serving_example=example,
+        example=example,
     )

@@ -48,6 +48,17 @@ def test_live_at_once_ready_only_after_load(releases: dict[str, Release]) -> Non
         assert client.post("/invocations", json={"instances": [[0.1] * 20]}).status_code == 200
 
 
+def test_ready_with_a_row_limit_below_the_example_size(releases: dict[str, Release]) -> None:
+    # The self-test predicts on the model's 5-row input example, whatever the request limit.
+    release = releases["rf"]
+    app = create_app(ServerSettings(model_uri=str(release.folder), max_batch_rows=1))
+    with TestClient(app) as client:
+        wait_ready(client)
+        row = release.frame.iloc[:1].to_numpy().tolist()
+        assert client.post("/invocations", json={"instances": row}).status_code == 200
+        assert client.post("/invocations", json={"instances": row * 2}).status_code == 413
+
+
 def test_real_process_serves_the_precompiled_runtime(
     releases: dict[str, Release], process_factory: Any
 ) -> None:
