@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -19,7 +20,8 @@ def test_render_writes_and_checks_the_stack(stack: str, tmp_path: Path) -> None:
         app, ["render", "--stack", stack, "--workdir", str(REPO), "--out", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
-    assert "pass the Kubernetes 1.37.0 schemas and policy pack" in result.output
+    version = kubernetes_validate.latest_version()
+    assert f"pass the Kubernetes {version} schemas and policy pack" in result.output
     resources = yaml.safe_load((tmp_path / "resources.yaml").read_text())
     assert resources["stack"] == stack
     assert any(r["type"] == "kubernetes:apps/v1:Deployment" for r in resources["resources"])

@@ -16,17 +16,6 @@ from infra.render import RenderResult, render_stack, run_program
 REPO = Path(__file__).resolve().parents[2]
 
 
-def newest_schema_version() -> str:
-    """The newest Kubernetes version kubernetes-validate ships strict schemas for."""
-    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    versions = [
-        tuple(int(p) for p in m.groups())
-        for d in folder.iterdir()
-        if (m := re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)-local-strict", d.name))
-    ]
-    return ".".join(map(str, max(versions)))
-
-
 def _tree(render: RenderResult) -> set[tuple[str, str, str | None]]:
     return {(r.type, r.name, r.parent) for r in render.resources}
 
@@ -94,7 +83,7 @@ def test_every_object_validates_against_the_strict_schemas(
     stack: str, dev_render: RenderResult, prod_render: RenderResult
 ) -> None:
     render = dev_render if stack == "dev" else prod_render
-    version = newest_schema_version()
+    version = kubernetes_validate.latest_version()
     objects = render.kubernetes_objects
     assert len(objects) >= 10
     for obj in objects:

@@ -21,7 +21,6 @@ from tests.engine.conftest import PROD_SECRETS, Engine
 
 pytestmark = pytest.mark.slow
 
-SCHEMA_VERSION = "1.37.0"
 STACKS = ("dev", "prod")
 _rendered: dict[str, RenderResult] = {}
 
@@ -75,7 +74,7 @@ def test_preview_and_up_render_valid_manifests_matching_the_mocks(
     assert len(manifests) >= 10, f"only {len(manifests)} manifests under {engine.render_dirs[stack]}"
 
     for obj in manifests:
-        kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
     resources = [{"type": engine_type(o), "name": o["metadata"]["name"], "props": o} for o in manifests]
     violations = check_resources(resources, stack_pack_config(stack))
     assert violations == [], "\n".join(f"{v.rule} {v.resource}: {v.message}" for v in violations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,15 @@ def releases(workdir: Path, registry: RegistrySettings) -> dict[str, Release]:
 @pytest.fixture(scope="session", params=["lr", "rf"])
 def release(request: pytest.FixtureRequest, releases: dict[str, Release]) -> Release:
     return releases[request.param]
+
+
+def copy_release(release: Release, tmp_path: Path, without_runtime: bool = False) -> Path:
+    """A copy of the release folder to tamper with (optionally without its precompiled runtime)."""
+    target = tmp_path / release.release_id
+    shutil.copytree(release.folder, target)
+    if without_runtime:
+        shutil.rmtree(target / "model" / "runtime")
+    return target
 
 
 def wait_ready(client: TestClient | httpx.Client, timeout: float = READY_TIMEOUT) -> None:

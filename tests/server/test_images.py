@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from model.spec import RegistrySettings
-from tests.server.conftest import REPO, Release
+from tests.server.conftest import REPO, Release, copy_release
 
 # In the python:3.11-slim base image already; this repository's own package is copied as source.
 _BASE_IMAGE = {"pip", "setuptools", "wheel", "mlops-pulumi"}
@@ -90,9 +90,7 @@ def _loaded_by(code: str, *args: str, tmp_path: Path) -> set[str]:
 def test_serving_image_has_what_the_server_loads(releases: dict[str, Release], tmp_path: Path) -> None:
     # Both runtimes (numpy, onnxruntime), the scikit-learn fallback, and the HTTP stack
     # uvicorn picks ("auto" takes uvloop and httptools when they are installed).
-    without_bundle = tmp_path / "no-bundle"
-    subprocess.run(["cp", "-r", str(releases["rf"].folder), str(without_bundle)], check=True)
-    subprocess.run(["rm", "-r", str(without_bundle / "model" / "runtime")], check=True)
+    without_bundle = copy_release(releases["rf"], tmp_path, without_runtime=True)
     code = f"""
 from uvicorn.config import Config
 from model.artifact import directory_checksum

@@ -16,13 +16,7 @@ from model.artifact import directory_checksum
 from model.server import ServerSettings, create_app
 from model.server.loader import LoadedRelease, LoadError, RetryPolicy, fetch_release, load_release
 from model.spec import RegistrySettings
-from tests.server.conftest import Release, wait_live, wait_ready
-
-
-def _copy(release: Release, tmp_path: Path) -> Path:
-    target = tmp_path / release.release_id
-    shutil.copytree(release.folder, target)
-    return target
+from tests.server.conftest import Release, copy_release, wait_live, wait_ready
 
 
 def test_live_at_once_ready_only_after_load(releases: dict[str, Release]) -> None:
@@ -86,7 +80,7 @@ def test_real_process_serves_the_precompiled_runtime(
 def test_corrupt_artifact_never_becomes_ready(
     releases: dict[str, Release], process_factory: Any, tmp_path: Path
 ) -> None:
-    folder = _copy(releases["rf"], tmp_path)
+    folder = copy_release(releases["rf"], tmp_path)
     model_file = folder / "model" / "model.skops"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -107,7 +101,7 @@ def test_corrupt_artifact_never_becomes_ready(
 
 
 def test_pickle_artifacts_are_refused(releases: dict[str, Release], tmp_path: Path) -> None:
-    folder = _copy(releases["lr"], tmp_path)
+    folder = copy_release(releases["lr"], tmp_path)
     mlmodel = folder / "model" / "MLmodel"
     mlmodel.write_text(
         mlmodel.read_text().replace("serialization_format: skops", "serialization_format: cloudpickle")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from model.runtime_bundle import RUNTIME_SUBDIR, BundleError, export_runtime, lo
 from model.server.loader import load_release
 from model.server.runtime import SklearnRuntime
 from model.spec import RegistrySettings
-from tests.server.conftest import Release
+from tests.server.conftest import Release, copy_release
 
 
 def _dataset(name: str) -> tuple[pd.DataFrame, Any]:
@@ -102,12 +101,6 @@ def test_a_runtime_that_disagrees_at_training_is_not_stored(
     assert not (tmp_path / RUNTIME_SUBDIR).exists()
 
 
-def _copy(release: Release, tmp_path: Path) -> Path:
-    target = tmp_path / release.release_id
-    shutil.copytree(release.folder, target)
-    return target
-
-
 def _rewrite_reference(folder: Path, change: Any) -> None:
     path = folder / "model" / RUNTIME_SUBDIR / "reference.npz"
     with np.load(path, allow_pickle=False) as npz:
@@ -122,7 +115,7 @@ def test_a_bundle_that_does_not_reproduce_its_record_falls_back_to_scikit_learn(
     releases: dict[str, Release], tmp_path: Path
 ) -> None:
     release = releases["rf"]
-    folder = _copy(release, tmp_path)
+    folder = copy_release(release, tmp_path)
 
     def flip_one_label(arrays: dict[str, np.ndarray]) -> None:
         arrays["values"][7] = 1 - arrays["values"][7]
@@ -139,7 +132,7 @@ def test_a_bundle_that_does_not_reproduce_its_record_falls_back_to_scikit_learn(
 
 
 def test_a_bundle_needing_pickle_is_refused(releases: dict[str, Release], tmp_path: Path) -> None:
-    folder = _copy(releases["lr"], tmp_path)
+    folder = copy_release(releases["lr"], tmp_path)
 
     def objects(arrays: dict[str, np.ndarray]) -> None:
         arrays["values"] = arrays["values"].astype(object)
@@ -152,15 +145,14 @@ def test_a_bundle_needing_pickle_is_refused(releases: dict[str, Release], tmp_pa
 def test_a_modified_bundle_fails_the_release_checksum(releases: dict[str, Release], tmp_path: Path) -> None:
     from model.server.loader import LoadError
 
-    folder = _copy(releases["lr"], tmp_path)
+    folder = copy_release(releases["lr"], tmp_path)
     _rewrite_reference(folder, lambda arrays: arrays["probabilities"].__imul__(0.5))
     with pytest.raises(LoadError, match="checksum"):
         load_release(str(folder), None, None)
 
 
 def test_a_release_without_a_bundle_serves_scikit_learn(releases: dict[str, Release], tmp_path: Path) -> None:
-    folder = _copy(releases["lr"], tmp_path)
-    shutil.rmtree(folder / "model" / RUNTIME_SUBDIR)
+    folder = copy_release(releases["lr"], tmp_path, without_runtime=True)
     loaded = load_release(str(folder), directory_checksum(folder / "model"), None)
     assert loaded.runtime.name == "scikit-learn"
     assert loaded.runtime_reason == "the release has no precompiled runtime"
