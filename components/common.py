@@ -16,6 +16,7 @@ import pulumi_docker as docker
 __all__ = [
     "PART_OF",
     "REPO_ROOT",
+    "S3_CREDENTIAL_KEYS",
     "Component",
     "ImageSource",
     "PushTarget",
@@ -26,6 +27,7 @@ __all__ = [
     "object_name",
     "pod_security_context",
     "resources",
+    "secret_env",
     "service_url",
 ]
 
@@ -125,6 +127,15 @@ class PushTarget:
     """Secret."""
 
 
+S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+"""Keys of the artifact-store credentials Secret, named as the AWS SDKs read them from the env."""
+
+
+def secret_env(secret_name: pulumi.Input[str], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Container env entries reading each key of a Secret into a variable of the same name."""
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}} for key in keys]
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkloadAccess:
     """How a workload gets its image and reaches the registry and artifact store.
@@ -152,10 +163,7 @@ class WorkloadAccess:
         if self.s3_endpoint_url is not None:
             env.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": self.s3_endpoint_url})
         if self.s3_secret_name is not None:
-            env += [
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": self.s3_secret_name, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-            ]
+            env += secret_env(self.s3_secret_name, S3_CREDENTIAL_KEYS)
         return env
 
     def add_pull_secret(self, pod_spec: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.common import (
+    S3_CREDENTIAL_KEYS,
     ImageSource,
     PushTarget,
     container_security_context,
@@ -25,6 +26,7 @@ from components.common import (
     object_name,
     pod_security_context,
     resources,
+    secret_env,
     service_url,
 )
 
@@ -201,10 +203,7 @@ class ModelRegistry(pulumi.ComponentResource):
                 opts=child,
             )
             self.s3_secret_name = object_name(s3_secret)
-            s3_env = [
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": self.s3_secret_name, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-            ]
+            s3_env = secret_env(self.s3_secret_name, S3_CREDENTIAL_KEYS)
         else:
             self.s3_secret_name = None
         if pod_s3_endpoint:
@@ -369,17 +368,7 @@ class ModelRegistry(pulumi.ComponentResource):
                 string_data={"MLFLOW_BACKEND_STORE_URI": pulumi.Output.secret(args.database_url)},
                 opts=child,
             )
-            env.append(
-                {
-                    "name": "MLFLOW_BACKEND_STORE_URI",
-                    "valueFrom": {
-                        "secretKeyRef": {
-                            "name": object_name(db_secret),
-                            "key": "MLFLOW_BACKEND_STORE_URI",
-                        }
-                    },
-                }
-            )
+            env += secret_env(object_name(db_secret), ("MLFLOW_BACKEND_STORE_URI",))
             backend_uri = "$(MLFLOW_BACKEND_STORE_URI)"  # expanded by the kubelet from the env
             strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
         # MLflow checks the Host header (DNS-rebinding protection): allow the Service's names.
