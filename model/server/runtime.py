@@ -140,8 +140,10 @@ class ForestRuntime:
         self._classes = classes
 
     def predict(self, X: np.ndarray) -> Prediction:
-        # scikit-learn walks trees on float32 inputs against float64 thresholds.
-        X64 = X.astype(np.float32).astype(np.float64)
+        # scikit-learn walks trees on float32 inputs against float64 thresholds (values beyond
+        # float32's range become +-inf there too, silently).
+        with np.errstate(over="ignore"):
+            X64 = X.astype(np.float32).astype(np.float64)
         sums = self._session.run(None, {"X": X64})[0]
         sums /= self._trees
         if self._classes is None:
