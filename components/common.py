@@ -17,6 +17,7 @@ __all__ = [
     "PART_OF",
     "REPO_ROOT",
     "S3_CREDENTIAL_KEYS",
+    "UNRESOLVED",
     "Component",
     "ImageSource",
     "PushTarget",
@@ -33,6 +34,8 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PART_OF = "mlops"
+UNRESOLVED = "unresolved"
+"""A registered version nothing has read yet (render mode: the Job is written, never run)."""
 Component = Literal["serving", "training", "registry", "image-registry"]
 """Values of `app.kubernetes.io/component` the policy pack knows."""
 

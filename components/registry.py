@@ -94,6 +94,8 @@ class ModelRegistryArgs:
     """PVC size for the SQLite backend."""
     tracking_replicas: int = 1
     """MLflow replicas; must be 1 with SQLite."""
+    tracking_node_port: int | None = None
+    """Expose MLflow on this NodePort (dev) so that `pulumi up` reaches it; None: ClusterIP only."""
     registry_mode: RegistryMode = RegistryMode.IN_CLUSTER
     """In-cluster registry (dev) or an external one (prod)."""
     registry_server: str | None = None
@@ -130,8 +132,10 @@ class ModelRegistryArgs:
             raise ValueError(
                 f"registry_server is required with registry_mode external, got {self.registry_server!r}"
             )
-        if not 30000 <= self.registry_node_port <= 32767:
-            raise ValueError(f"registry_node_port must be in 30000..32767, got {self.registry_node_port}")
+        for port_name in ("registry_node_port", "tracking_node_port"):
+            port = getattr(self, port_name)
+            if port is not None and not 30000 <= port <= 32767:
+                raise ValueError(f"{port_name} must be in 30000..32767, got {port}")
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("s3_access_key_id and s3_secret_access_key must be given together or not at all")
 
@@ -423,13 +427,18 @@ class ModelRegistry(pulumi.ComponentResource):
             },
             opts=child,
         )
+        port: dict[str, Any] = {"name": "http", "port": MLFLOW_PORT, "targetPort": "http"}
+        if args.tracking_node_port is not None:
+            port["nodePort"] = args.tracking_node_port
         return k8s.core.v1.Service(
             f"{name}-mlflow",
             metadata={"name": MLFLOW_SERVICE, "namespace": args.namespace, "labels": lbl},
             spec={
-                "type": "ClusterIP",
+                # NodePort (dev) so that `pulumi up` reaches MLflow as localhost:<port> to move
+                # the registry aliases after a rollout.
+                "type": "ClusterIP" if args.tracking_node_port is None else "NodePort",
                 "selector": selector,
-                "ports": [{"name": "http", "port": MLFLOW_PORT, "targetPort": "http"}],
+                "ports": [port],
             },
             opts=child,
         )

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.common import (
+    UNRESOLVED,
     ImageSource,
     WorkloadAccess,
     container_security_context,
@@ -273,6 +274,13 @@ class ModelServing(pulumi.ComponentResource):
         env: list[dict[str, Any]] = [
             {"name": "MLOPS_MODEL_URI", "value": release.model_uri},
             {"name": "MLOPS_MODEL_SHA256", "value": release.model_sha256},
+            # Empty when unresolved: the server then reads the version stored beside the release.
+            {
+                "name": "MLOPS_MODEL_VERSION",
+                "value": pulumi.Output.from_input(release.model_version).apply(
+                    lambda v: "" if v == UNRESOLVED else v
+                ),
+            },
             {"name": "MLOPS_PORT", "value": str(PORT)},
             {"name": "MLOPS_DRAIN_SECONDS", "value": str(args.drain_seconds)},
             {"name": "TMPDIR", "value": "/tmp"},

@@ -1,4 +1,10 @@
-"""TrainingJob: the training image and the Kubernetes Job `train-<release_id>` for one release."""
+"""TrainingJob: the training image and the Kubernetes Job `train-<release_id>` for one release.
+
+The Job's pod template depends on the release alone (its inputs and the training image), so
+a commit that changes nothing the model is made of does not touch the Job. The Job checks that
+it computes the release id the program planned before it writes anything, and its exit code
+says why it failed (`model.errors.ExitCode`): only registry and store failures are retried.
+"""
 
 # pulumi-kubernetes types object arguments as TypedDict overloads that dict literals holding
 # Outputs do not match for mypy; the dicts here are checked against the Kubernetes schemas by
@@ -7,7 +13,7 @@
 
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +22,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.common import (
+    UNRESOLVED,
     ImageSource,
     WorkloadAccess,
     container_security_context,
@@ -27,13 +34,14 @@ from components.common import (
 )
 from components.providers.release_record import ReleaseRecord, ReleaseRecordArgs
 from model.artifact import release_uri
+from model.errors import NOT_RETRIED
+from model.lineage import ReleaseInputs
 from model.spec import TrainingSpec
 
-__all__ = ["GATE_FAILED_EXIT_CODE", "SPEC_PATH", "TrainingJob", "TrainingJobArgs"]
+__all__ = ["CONFIG_DIR", "TrainingJob", "TrainingJobArgs"]
 
-SPEC_PATH = "/etc/mlops/spec.yaml"
-GATE_FAILED_EXIT_CODE = 1
-_RELEASE_ID = re.compile(r"^[0-9a-f]{12}$")
+CONFIG_DIR = "/etc/mlops"
+_SPEC, _EXPECTED, _GIT_COMMIT = "spec.yaml", "expected.json", "git_commit"
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,9 @@ class TrainingJobArgs(WorkloadAccess):
     """Namespace of the Job and its ConfigMap."""
     spec: TrainingSpec
     """The release to train; mounted as /etc/mlops/spec.yaml."""
-    release_id: str
-    """Computed by `model.train.plan_release` while the program runs; names the Job."""
+    release: ReleaseInputs
+    """What the release id hashes, from `model.lineage.plan_release` while the program runs;
+    names the Job, and the Job refuses to register anything else."""
     image: ImageSource
     """The training image: a reference, or images/Dockerfile.train to build and push."""
     tracking_uri: pulumi.Input[str]
@@ -53,9 +62,9 @@ class TrainingJobArgs(WorkloadAccess):
     artifact_root: pulumi.Input[str]
     """s3://<bucket>[/prefix] (MLOPS_ARTIFACT_ROOT)."""
     git_commit: str | None = None
-    """MLOPS_GIT_COMMIT, recorded in the release's lineage."""
-    backoff_limit: int = 0
-    """Retries after a failed pod; a failed gate (exit 1) never retries."""
+    """Lineage only: recorded by the Job that first trains the release (later commits are ignored)."""
+    backoff_limit: int = 2
+    """Retries after a registry or store failure (exit 3) or a crash; other failures never retry."""
     active_deadline_seconds: int = 3600
     """Hard limit on the Job's run time."""
     cpu_request: str = "500m"
@@ -76,12 +85,14 @@ class TrainingJobArgs(WorkloadAccess):
     """Secret, for reading release.json back."""
     record_secret_access_key: pulumi.Input[str] | None = None
     """Secret, for reading release.json back."""
-    record_tracking_uri: pulumi.Input[str] | None = None
-    """MLflow URL reachable from where `pulumi up` runs, to resolve the registered version."""
 
     def __post_init__(self) -> None:
-        if not _RELEASE_ID.match(self.release_id):
-            raise ValueError(f"release_id must be 12 lowercase hex digits, got {self.release_id!r}")
+        planned = ReleaseInputs.of(self.spec, self.release.dataset_hash, self.release.code_hash, {})
+        if planned.spec_sha256 != self.release.spec_sha256:
+            raise ValueError(
+                f"release was planned for spec sha256 {self.release.spec_sha256[:12]}, but spec "
+                f"hashes to {planned.spec_sha256[:12]}: plan the release from this spec"
+            )
         if not 0 <= self.backoff_limit <= 10:
             raise ValueError(f"backoff_limit must be in 0..10, got {self.backoff_limit}")
         if self.active_deadline_seconds < 60:
@@ -101,7 +112,8 @@ class TrainingJob(pulumi.ComponentResource):
     model_name: pulumi.Output[str]
     """Registered model name, from the Job's labels."""
     model_version: pulumi.Output[str]
-    """Registered version (from the release record); 'unresolved' without a host-reachable MLflow URL."""
+    """Registered version, from the registration the Job stored beside the release; 'unresolved'
+    when the Job is only rendered."""
     model_sha256: pulumi.Output[str]
     """Checksum of model/ from release.json; empty when the Job is only rendered."""
     gates: pulumi.Output[str]
@@ -113,97 +125,12 @@ class TrainingJob(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlops:index:TrainingJob", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        rid = args.release_id
+        rid = args.release.release_id
         lbl = {**labels(args.spec.model_name, "training", args.stack), "mlops.dev/release": rid}
 
         self.image, _ = image_reference(self, f"{name}-image", args.image, args.push_target)
-
-        spec_map = k8s.core.v1.ConfigMap(
-            f"{name}-spec",
-            metadata={"name": f"train-{rid}-spec", "namespace": args.namespace, "labels": lbl},
-            data={"spec.yaml": yaml.safe_dump(args.spec.model_dump(mode="json"), sort_keys=True)},
-            # The spec of a release never changes: a new spec is a new release and a new map.
-            immutable=True,
-            opts=child,
-        )
-
-        env: list[dict[str, Any]] = [
-            {"name": "MLFLOW_TRACKING_URI", "value": args.tracking_uri},
-            {"name": "MLOPS_ARTIFACT_ROOT", "value": args.artifact_root},
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "TMPDIR", "value": "/tmp"},
-        ]
-        if args.git_commit:
-            env.append({"name": "MLOPS_GIT_COMMIT", "value": args.git_commit})
-        env += args.s3_env()
-        pod_spec: dict[str, Any] = {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "securityContext": pod_security_context(),
-            "containers": [
-                {
-                    "name": "train",
-                    "image": self.image,
-                    "command": ["python", "-m", "model.train", "--spec", SPEC_PATH, "--json"],
-                    "env": env,
-                    "volumeMounts": [
-                        {"name": "spec", "mountPath": "/etc/mlops", "readOnly": True},
-                        {"name": "tmp", "mountPath": "/tmp"},
-                    ],
-                    "resources": resources(
-                        args.cpu_request, args.memory_request, args.cpu_limit, args.memory_limit
-                    ),
-                    "securityContext": container_security_context(),
-                }
-            ],
-            "volumes": [
-                {"name": "spec", "configMap": {"name": object_name(spec_map)}},
-                {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
-            ],
-        }
-        args.add_pull_secret(pod_spec)
-
-        annotations: dict[str, str] = {}
-        if not args.await_completion:
-            # Rendered manifests are never run: waiting would hang until the timeout.
-            annotations["pulumi.com/skipAwait"] = "true"
-        job = k8s.batch.v1.Job(
-            f"{name}-job",
-            # An explicit name: a new release is a new Job (replace), the old one is deleted.
-            # No ttlSecondsAfterFinished: a Job deleted by TTL would be re-created (and the
-            # model retrained) by the next `pulumi up --refresh`.
-            metadata={
-                "name": f"train-{rid}",
-                "namespace": args.namespace,
-                "labels": lbl,
-                **({"annotations": annotations} if annotations else {}),
-            },
-            spec={
-                "backoffLimit": args.backoff_limit,
-                "activeDeadlineSeconds": args.active_deadline_seconds,
-                # A failed gate (exit 1) is final: do not spend retries on it.
-                "podFailurePolicy": {
-                    "rules": [
-                        {
-                            "action": "FailJob",
-                            "onExitCodes": {
-                                "containerName": "train",
-                                "operator": "In",
-                                "values": [GATE_FAILED_EXIT_CODE],
-                            },
-                        }
-                    ]
-                },
-                "template": {"metadata": {"labels": lbl}, "spec": pod_spec},
-            },
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                custom_timeouts=pulumi.CustomTimeouts(
-                    create=f"{args.timeout_minutes}m", update=f"{args.timeout_minutes}m"
-                ),
-            ),
-        )
+        config = self._config_map(name, args, lbl)
+        job = self._job(name, args, lbl, object_name(config))
 
         self.job_name = object_name(job)
         self.release_id = self.job_name.apply(lambda n: n.removeprefix("train-"))
@@ -221,7 +148,6 @@ class TrainingJob(pulumi.ComponentResource):
                     endpoint_url=args.record_s3_endpoint_url,
                     access_key_id=args.record_access_key_id,
                     secret_access_key=args.record_secret_access_key,
-                    tracking_uri=args.record_tracking_uri,
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
             )
@@ -229,7 +155,7 @@ class TrainingJob(pulumi.ComponentResource):
             self.model_sha256 = record.model_sha256
             self.gates = record.gates_passed.apply(lambda ok: "passed" if ok else "failed")
         else:
-            self.model_version = pulumi.Output.from_input("unresolved")
+            self.model_version = pulumi.Output.from_input(UNRESOLVED)
             self.model_sha256 = pulumi.Output.from_input("")
             self.gates = pulumi.Output.from_input("pending")
 
@@ -245,3 +171,113 @@ class TrainingJob(pulumi.ComponentResource):
                 "job_name": self.job_name,
             }
         )
+
+    def _config_map(self, name: str, args: TrainingJobArgs, lbl: dict[str, str]) -> k8s.core.v1.ConfigMap:
+        """The spec, the release inputs the Job must reproduce, and the commit (lineage)."""
+        rid = args.release.release_id
+        data = {
+            _SPEC: yaml.safe_dump(args.spec.model_dump(mode="json"), sort_keys=True),
+            _EXPECTED: json.dumps(args.release.to_dict(), indent=1, sort_keys=True),
+        }
+        if args.git_commit:
+            data[_GIT_COMMIT] = args.git_commit
+        return k8s.core.v1.ConfigMap(
+            f"{name}-spec",
+            metadata={"name": f"train-{rid}-spec", "namespace": args.namespace, "labels": lbl},
+            data=data,
+            # The inputs of a release never change: new inputs are a new release and a new map.
+            immutable=True,
+            # The commit that first trained the release is its lineage; a later commit with the
+            # same inputs must not replace the map (nor, through it, look like a new release).
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[f"data.{_GIT_COMMIT}"]),
+        )
+
+    def _job(
+        self, name: str, args: TrainingJobArgs, lbl: dict[str, str], config: pulumi.Output[str]
+    ) -> k8s.batch.v1.Job:
+        annotations: dict[str, str] = {}
+        if not args.await_completion:
+            # Rendered manifests are never run: waiting would hang until the timeout.
+            annotations["pulumi.com/skipAwait"] = "true"
+        return k8s.batch.v1.Job(
+            f"{name}-job",
+            # An explicit name: a new release is a new Job (replace), the old one is deleted.
+            # No ttlSecondsAfterFinished: a Job deleted by TTL would be re-created (and the
+            # model retrained) by the next `pulumi up --refresh`.
+            metadata={
+                "name": f"train-{args.release.release_id}",
+                "namespace": args.namespace,
+                "labels": lbl,
+                **({"annotations": annotations} if annotations else {}),
+            },
+            spec={
+                "backoffLimit": args.backoff_limit,
+                "activeDeadlineSeconds": args.active_deadline_seconds,
+                "podFailurePolicy": {
+                    "rules": [
+                        # Gate failed, bad spec, release mismatch: a retry fails the same way.
+                        {
+                            "action": "FailJob",
+                            "onExitCodes": {
+                                "containerName": "train",
+                                "operator": "In",
+                                "values": [int(code) for code in NOT_RETRIED],
+                            },
+                        },
+                        # An evicted or preempted pod is not the release's fault.
+                        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    ]
+                },
+                "template": {"metadata": {"labels": lbl}, "spec": self._pod_spec(args, config)},
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{args.timeout_minutes}m", update=f"{args.timeout_minutes}m"
+                ),
+            ),
+        )
+
+    def _pod_spec(self, args: TrainingJobArgs, config: pulumi.Output[str]) -> dict[str, Any]:
+        env: list[dict[str, Any]] = [
+            {"name": "MLFLOW_TRACKING_URI", "value": args.tracking_uri},
+            {"name": "MLOPS_ARTIFACT_ROOT", "value": args.artifact_root},
+            # From the map, not a literal value: the pod template stays the same across commits.
+            {
+                "name": "MLOPS_GIT_COMMIT",
+                "valueFrom": {"configMapKeyRef": {"name": config, "key": _GIT_COMMIT, "optional": True}},
+            },
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "TMPDIR", "value": "/tmp"},
+            *args.s3_env(),
+        ]
+        command = ["python", "-m", "model.train", "--spec", f"{CONFIG_DIR}/{_SPEC}"]
+        # Champion moves after the serving rollout (the stack's ModelAlias), not here.
+        command += ["--expected", f"{CONFIG_DIR}/{_EXPECTED}", "--no-promote", "--json"]
+        pod_spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": pod_security_context(),
+            "containers": [
+                {
+                    "name": "train",
+                    "image": self.image,
+                    "command": command,
+                    "env": env,
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                    ],
+                    "resources": resources(
+                        args.cpu_request, args.memory_request, args.cpu_limit, args.memory_limit
+                    ),
+                    "securityContext": container_security_context(),
+                }
+            ],
+            "volumes": [
+                {"name": "config", "configMap": {"name": config}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+            ],
+        }
+        args.add_pull_secret(pod_spec)
+        return pod_spec

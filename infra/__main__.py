@@ -7,17 +7,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.common import ImageSource, labels, object_name
+from components.providers.model_alias import ModelAlias, ModelAliasArgs
 from components.registry import ModelRegistry, ModelRegistryArgs
 from components.serving import ModelServing, ModelServingArgs, ServedRelease, ServiceType
 from components.training import TrainingJob, TrainingJobArgs
 from infra.config import StackSettings, load_settings
 from infra.release import pinned_release
-from model.lineage import git_commit
-from model.train import plan_release
+from model.lineage import git_commit, plan_release
 
 
 def _secret(value: object) -> pulumi.Output[str] | None:
@@ -37,9 +39,8 @@ def _image(ref: str | None, dockerfile: str, repository: str, settings: StackSet
     )
 
 
-def main() -> None:
-    settings = load_settings()
-    stack, ns = settings.stack, settings.namespace
+def _namespace(settings: StackSettings) -> tuple[pulumi.Output[str], pulumi.ResourceOptions]:
+    """The stack's explicit provider and namespace; options that put children in both."""
     kube = settings.kubernetes
     # Rendering needs no cluster, and the real provider refuses a context or kubeconfig beside
     # renderYamlToDirectory: a stack keeps its cluster settings and still renders.
@@ -48,16 +49,16 @@ def main() -> None:
         "kubernetes",
         kubeconfig=None if rendering else kube.kubeconfig,
         context=None if rendering else kube.context,
-        namespace=ns,
+        namespace=settings.namespace,
         render_yaml_to_directory=kube.render_dir,
         enable_server_side_apply=True,
     )
     namespace = k8s.core.v1.Namespace(
         "namespace",
         metadata={
-            "name": ns,
+            "name": settings.namespace,
             "labels": {
-                **labels("mlops", "registry", stack),
+                **labels("mlops", "registry", settings.stack),
                 # Every pod here meets the restricted Pod Security Standard.
                 "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/enforce-version": "latest",
@@ -65,29 +66,32 @@ def main() -> None:
         },
         opts=pulumi.ResourceOptions(provider=provider),
     )
-    in_ns = pulumi.ResourceOptions(providers={"kubernetes": provider})
-    namespace_name = object_name(namespace)
+    return object_name(namespace), pulumi.ResourceOptions(providers={"kubernetes": provider})
 
+
+def _registry(
+    settings: StackSettings, namespace: pulumi.Output[str], opts: pulumi.ResourceOptions
+) -> ModelRegistry:
     artifacts = settings.artifacts
     assert artifacts is not None  # validated by StackSettings
-    access_key, secret_key = _secret(settings.s3_access_key_id), _secret(settings.s3_secret_access_key)
-    registry = ModelRegistry(
+    return ModelRegistry(
         "registry",
         ModelRegistryArgs(
-            stack=stack,
-            namespace=namespace_name,
+            stack=settings.stack,
+            namespace=namespace,
             bucket_name=artifacts.bucket,
             create_bucket=artifacts.create,
             bucket_region=artifacts.region,
             s3_endpoint_url=artifacts.endpoint_url,
             s3_cluster_endpoint_url=artifacts.cluster_endpoint_url,
-            s3_access_key_id=access_key,
-            s3_secret_access_key=secret_key,
+            s3_access_key_id=_secret(settings.s3_access_key_id),
+            s3_secret_access_key=_secret(settings.s3_secret_access_key),
             force_destroy_bucket=artifacts.force_destroy,
             backend=settings.tracking.backend,
             database_url=_secret(settings.tracking_database_url),
             tracking_storage_size=settings.tracking.storage_size,
             tracking_replicas=settings.tracking.replicas,
+            tracking_node_port=settings.tracking.node_port,
             mlflow_image=_image(settings.images.mlflow, "images/Dockerfile.mlflow", "mlops-mlflow", settings),
             registry_mode=settings.container_registry.mode,
             registry_server=settings.container_registry.server,
@@ -97,66 +101,67 @@ def main() -> None:
             registry_storage_size=settings.container_registry.storage_size,
             registry_image=settings.images.registry,
         ),
-        opts=in_ns,
+        opts=opts,
     )
 
-    training_image: pulumi.Output[str] | None = None
-    if settings.training is not None:
-        spec, job = settings.training, settings.training_job
-        plan = plan_release(spec)  # the release id, known at preview
-        training = TrainingJob(
-            "training",
-            TrainingJobArgs(
-                stack=stack,
-                namespace=namespace_name,
-                spec=spec,
-                release_id=plan.release_id,
-                image=_image(settings.images.training, "images/Dockerfile.train", "mlops-train", settings),
-                push_target=registry.push_target,
-                tracking_uri=registry.tracking_uri,
-                artifact_root=registry.artifact_root,
-                s3_endpoint_url=registry.s3_endpoint_url,
-                s3_secret_name=registry.s3_secret_name,
-                image_pull_secret_name=registry.image_pull_secret_name,
-                git_commit=git_commit(),
-                backoff_limit=job.backoff_limit,
-                active_deadline_seconds=job.active_deadline_seconds,
-                cpu_request=job.cpu_request,
-                cpu_limit=job.cpu_limit,
-                memory_request=job.memory_request,
-                memory_limit=job.memory_limit,
-                timeout_minutes=job.timeout_minutes,
-                await_completion=not settings.renders_only,
-                record_s3_endpoint_url=artifacts.endpoint_url,
-                record_access_key_id=access_key,
-                record_secret_access_key=secret_key,
-                record_tracking_uri=settings.tracking.host_tracking_uri,
-            ),
-            opts=in_ns,
-        )
-        model_name = spec.model_name
-        release = ServedRelease(
-            release_id=training.release_id,
-            model_uri=training.model_uri,
-            model_sha256=training.model_sha256,
-            model_version=training.model_version,
-            gates=training.gates,
-        )
-        training_image = training.image
-        serving_opts = pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[training]))
-    else:
-        assert settings.release is not None  # validated by StackSettings
-        model_name = settings.release.model_name
-        release = pinned_release(settings.release, registry.artifact_root)
-        serving_opts = in_ns
 
+def _training(
+    settings: StackSettings,
+    namespace: pulumi.Output[str],
+    registry: ModelRegistry,
+    opts: pulumi.ResourceOptions,
+) -> TrainingJob:
+    spec, job = settings.training, settings.training_job
+    assert spec is not None and settings.artifacts is not None
+    # The release id, known at preview: the dataset is read with the stack's own S3 endpoint and
+    # credentials, and only when its stored version is not in the project's .mlops/ cache.
+    plan = plan_release(spec, settings.dataset_access, Path.cwd() / ".mlops")
+    return TrainingJob(
+        "training",
+        TrainingJobArgs(
+            stack=settings.stack,
+            namespace=namespace,
+            spec=spec,
+            release=plan.inputs,
+            image=_image(settings.images.training, "images/Dockerfile.train", "mlops-train", settings),
+            push_target=registry.push_target,
+            tracking_uri=registry.tracking_uri,
+            artifact_root=registry.artifact_root,
+            s3_endpoint_url=registry.s3_endpoint_url,
+            s3_secret_name=registry.s3_secret_name,
+            image_pull_secret_name=registry.image_pull_secret_name,
+            git_commit=git_commit(),
+            backoff_limit=job.backoff_limit,
+            active_deadline_seconds=job.active_deadline_seconds,
+            cpu_request=job.cpu_request,
+            cpu_limit=job.cpu_limit,
+            memory_request=job.memory_request,
+            memory_limit=job.memory_limit,
+            timeout_minutes=job.timeout_minutes,
+            await_completion=not settings.renders_only,
+            record_s3_endpoint_url=settings.artifacts.endpoint_url,
+            record_access_key_id=_secret(settings.s3_access_key_id),
+            record_secret_access_key=_secret(settings.s3_secret_access_key),
+        ),
+        opts=opts,
+    )
+
+
+def _serving(
+    settings: StackSettings,
+    namespace: pulumi.Output[str],
+    registry: ModelRegistry,
+    model_name: str,
+    release: ServedRelease,
+    opts: pulumi.ResourceOptions,
+) -> ModelServing:
     serve = settings.serving
     canary = serve.canary
-    serving = ModelServing(
+    return ModelServing(
         "serving",
         ModelServingArgs(
-            stack=stack,
-            namespace=namespace_name,
+            stack=settings.stack,
+            namespace=namespace,
             model_name=model_name,
             release=release,
             image=_image(settings.images.serving, "images/Dockerfile.serve", "mlops-serve", settings),
@@ -180,22 +185,72 @@ def main() -> None:
             max_unavailable=serve.max_unavailable,
             monitoring_namespace=serve.monitoring_namespace,
         ),
-        opts=serving_opts,
+        opts=opts,
     )
 
-    pulumi.export("namespace", namespace_name)
+
+def _champion(
+    settings: StackSettings, model_name: str, release: ServedRelease, serving: ModelServing
+) -> ModelAlias | None:
+    """The registry alias naming the served version, moved only once the rollout succeeded."""
+    alias, tracking_uri = settings.champion_alias, settings.tracking.host_uri
+    if alias is None:
+        return None
+    assert tracking_uri is not None  # load_settings refuses a stack that moves aliases without it
+    return ModelAlias(
+        "champion",
+        ModelAliasArgs(
+            tracking_uri=tracking_uri,
+            model_name=model_name,
+            alias=alias,
+            version=release.model_version,
+            release_id=release.release_id,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[serving]),
+    )
+
+
+def main() -> None:
+    settings = load_settings()
+    namespace, in_ns = _namespace(settings)
+    registry = _registry(settings, namespace, in_ns)
+
+    training: TrainingJob | None = None
+    if settings.training is not None:
+        training = _training(settings, namespace, registry, in_ns)
+        model_name = settings.training.model_name
+        release = ServedRelease(
+            release_id=training.release_id,
+            model_uri=training.model_uri,
+            model_sha256=training.model_sha256,
+            model_version=training.model_version,
+            gates=training.gates,
+        )
+        serving_opts = pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[training]))
+    else:
+        assert settings.release is not None  # validated by StackSettings
+        model_name = settings.release.model_name
+        release = pinned_release(settings.release, registry.artifact_root)
+        serving_opts = in_ns
+    serving = _serving(settings, namespace, registry, model_name, release, serving_opts)
+    champion = _champion(settings, model_name, release, serving)
+
+    pulumi.export("namespace", namespace)
     pulumi.export("release_id", serving.release_id)
+    pulumi.export("model_version", release.model_version)
     pulumi.export("model_uri", serving.model_uri)
     pulumi.export("serving_endpoint", serving.endpoint)
     pulumi.export("tracking_uri", registry.tracking_uri)
     pulumi.export("artifact_root", registry.artifact_root)
     pulumi.export("registry_server", registry.registry_server)
+    if champion is not None:
+        pulumi.export("champion", {"alias": settings.champion_alias, "version": champion.version})
     pulumi.export(
         "images",
         {
             "serving": serving.image,
             "mlflow": registry.mlflow_image,
-            **({"training": training_image} if training_image is not None else {}),
+            **({"training": training.image} if training is not None else {}),
         },
     )
 

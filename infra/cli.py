@@ -42,9 +42,8 @@ def release(
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Run one release of a stack locally: train, gate, register (embedded MLflow unless configured)."""
-    from model.data import DatasetError
-    from model.registry import RegistryError
-    from model.train import GateFailure, train_release
+    from model.errors import ExitCode
+    from model.train import describe_failure, train_release
 
     settings = _settings(stack, workdir)
     if settings.training is None:
@@ -55,15 +54,12 @@ def release(
     err.print(f"[bold]release[/] of stack {stack!r} into {where}")
     try:
         outcome = train_release(settings.training, registry, workdir, log=lambda m: err.print(f"  {m}"))
-    except GateFailure as exc:
-        err.print(f"[red]gate failed:[/] {exc}")
-        raise typer.Exit(1) from None
-    except (DatasetError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except RegistryError as exc:
-        err.print(f"[red]registry error:[/] {exc}")
-        raise typer.Exit(3) from None
+    except Exception as exc:
+        code, line = describe_failure(exc)
+        if code is ExitCode.CRASHED:
+            err.print_exception()
+        err.print(line, style="red", markup=False)
+        raise typer.Exit(int(code)) from None
     if json_out:
         out.print_json(json.dumps(outcome.as_dict()))
         return
@@ -75,27 +71,31 @@ def release(
     table.add_row("model URI", outcome.model_uri)
     table.add_row("dataset sha256", outcome.dataset_hash)
     table.add_row("code sha256", outcome.code_hash)
+    table.add_row("runtime", ", ".join(f"{k} {v}" for k, v in outcome.runtime.items()))
     for name, value in sorted(outcome.metrics.items()):
         table.add_row(name, f"{value:.4f}")
     table.add_row("gates", "passed" if outcome.gates.get("passed") else "failed")
+    if "champion" in outcome.gates:
+        table.add_row("champion compared", str(outcome.gates["champion"]))
     out.print(table)
 
 
 @app.command("release-id")
 def release_id_command(stack: StackOption = "dev", workdir: WorkdirOption = Path(".")) -> None:
     """Print the release id a stack's training spec resolves to, without training."""
-    from model.data import DatasetError
-    from model.train import plan_release
+    from infra.config import project_dir
+    from model.errors import BadConfig, RegistryError
+    from model.lineage import plan_release
 
     settings = _settings(stack, workdir)
     if settings.training is None:
         err.print(f"[red]error:[/] stack {stack!r} has no mlops:training spec")
         raise typer.Exit(2)
     try:
-        plan = plan_release(settings.training)
-    except DatasetError as exc:
+        plan = plan_release(settings.training, settings.dataset_access, project_dir(workdir) / ".mlops")
+    except (BadConfig, RegistryError) as exc:
         err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(exc.exit_code) from None
     out.print(plan.release_id)
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from components.registry import BackendStore, RegistryMode
+from model.data import S3Access, is_local
 from model.spec import RegistrySettings, TrainingSpec, describe_errors
 
 __all__ = [
@@ -118,14 +119,23 @@ class TrackingSettings(_Frozen):
     """sqlite: a PVC, one replica, Recreate; external: the secret mlops:tracking_database_url."""
     storage_size: str = Field(default="2Gi", pattern=_QUANTITY)
     replicas: int = Field(default=1, ge=1)
-    host_tracking_uri: str | None = None
-    """MLflow URL reachable from where `pulumi up` runs; set it to resolve registered versions."""
+    node_port: int | None = Field(default=None, ge=30000, le=32767)
+    """Expose MLflow on this NodePort (dev), so that `pulumi up` reaches it as localhost:<port>."""
+    host_tracking_uri: str | None = Field(default=None, pattern=r"^https?://")
+    """MLflow URL reachable from where `pulumi up` runs (the registry aliases are moved there);
+    unset with node_port: http://localhost:<node_port>."""
 
     @model_validator(mode="after")
     def _sqlite_single(self) -> TrackingSettings:
         if self.backend is BackendStore.SQLITE and self.replicas != 1:
             raise ValueError(f"replicas must be 1 with backend 'sqlite' (got {self.replicas}); allowed: 1")
         return self
+
+    @property
+    def host_uri(self) -> str | None:
+        if self.host_tracking_uri:
+            return self.host_tracking_uri
+        return f"http://localhost:{self.node_port}" if self.node_port else None
 
 
 class ArtifactSettings(_Frozen):
@@ -145,7 +155,8 @@ class ArtifactSettings(_Frozen):
 class TrainingJobSettings(_Frozen):
     """`mlops:training_job`: limits of the in-cluster training Job."""
 
-    backoff_limit: int = Field(default=0, ge=0, le=10)
+    backoff_limit: int = Field(default=2, ge=0, le=10)
+    """Retries after a registry or store failure (exit 3) or a crash; other failures never retry."""
     active_deadline_seconds: int = Field(default=3600, ge=60)
     cpu_request: str = Field(default="500m", pattern=_QUANTITY)
     cpu_limit: str = Field(default="2", pattern=_QUANTITY)
@@ -163,6 +174,8 @@ class PinnedRelease(_Frozen):
     model_version: str = Field(pattern=r"^[0-9]+$")
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     gates: Literal["passed", "failed"]
+    champion_alias: str = Field(default="champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,255}$")
+    """The registry alias this stack points at the served version once the rollout succeeded."""
 
 
 class CanarySettings(_Frozen):
@@ -259,6 +272,55 @@ class StackSettings(BaseModel):
     def renders_only(self) -> bool:
         """True when the provider writes manifests instead of calling a cluster."""
         return self.kubernetes.render_dir is not None
+
+    @property
+    def champion_alias(self) -> str | None:
+        """The alias the stack moves to the served version after its rollout, if any.
+
+        A training stack moves it only for blocking gates with promotion on (a release that
+        failed non-blocking gates must not become champion); render mode never does, since
+        nothing is rolled out and awaited.
+        """
+        if self.renders_only:
+            return None
+        if self.training is not None:
+            gates = self.training.gates
+            return gates.champion_alias if gates.promote and gates.blocking else None
+        return self.release.champion_alias if self.release is not None else None
+
+    @property
+    def dataset_access(self) -> S3Access:
+        """How the program reads an s3:// dataset: the stack's endpoint and credentials."""
+        # The YAML reader never decrypts secrets (it holds placeholders): ambient credentials then.
+        key_id, secret = _revealed(self.s3_access_key_id), _revealed(self.s3_secret_access_key)
+        if key_id is None or secret is None:
+            key_id = secret = None
+        artifacts = self.artifacts
+        return S3Access(
+            endpoint_url=artifacts.endpoint_url if artifacts else None,
+            access_key_id=key_id,
+            secret_access_key=secret,
+            region=artifacts.region if artifacts else None,
+        )
+
+    def cluster_problems(self) -> list[str]:
+        """What the program cannot deploy, each with the fix (the YAML reader does not judge these)."""
+        problems = []
+        if self.training is not None and is_local(self.training.dataset):
+            problems.append(
+                f"mlops:training.dataset: {self.training.dataset!r} is a path on this machine, which "
+                "the training Job in the cluster cannot read; use s3://<bucket>/<key> (read with "
+                "mlops:artifacts.endpoint_url and the stack's S3 credentials) or a bundled "
+                "sklearn:<name> dataset"
+            )
+        if self.champion_alias is not None and self.tracking.host_uri is None:
+            problems.append(
+                f"the stack moves the registry alias {self.champion_alias!r} after each rollout, "
+                "which needs an MLflow URL reachable from where `pulumi up` runs: set "
+                "mlops:tracking.host_tracking_uri (or mlops:tracking.node_port for an in-cluster "
+                "MLflow), or turn promotion off (mlops:training.gates.promote: false)"
+            )
+        return problems
 
     @field_validator("images")
     @classmethod
@@ -372,7 +434,7 @@ def load_settings() -> StackSettings:
         # here and a secret Output in the components.
         raw[key] = pulumi.runtime.get_config(f"{NAMESPACE}:{key}")
     settings = _build(stack, raw, f"Pulumi.{stack}.yaml")
-    if problems := settings.missing_secrets():
+    if problems := settings.missing_secrets() + settings.cluster_problems():
         raise ConfigError(f"Pulumi.{stack}.yaml: " + "; ".join(problems))
     return settings
 
@@ -399,6 +461,11 @@ def secret_placeholders(raw: dict[str, Any], assume_secrets: bool) -> dict[str, 
 
 
 SECRET_PLACEHOLDER = "[secret]"
+
+
+def _revealed(secret: SecretStr | None) -> str | None:
+    value = secret.get_secret_value() if secret is not None else ""
+    return None if value in ("", SECRET_PLACEHOLDER) else value
 
 
 def read_stack_config(stack: str, root: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from pulumi.runtime.mocks import Mocks
 
+from components.providers.model_alias import MLOPS_KIND as MODEL_ALIAS_KIND
 from components.providers.release_record import MLOPS_KIND as RELEASE_RECORD_KIND
 from components.providers.s3_bucket import MLOPS_KIND as S3_BUCKET_KIND
 from infra.config import (
@@ -71,15 +72,20 @@ class RenderedResource:
     custom: bool
     inputs: dict[str, Any]
     """Inputs with secrets replaced by MASK (Kubernetes objects: camelCase, with apiVersion/kind)."""
+    ignore_changes: list[str] = field(default_factory=list)
+    """Property paths the engine keeps from the stack's state (`ignore_changes`): not a diff."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "type": self.type,
             "name": self.name,
             "parent": self.parent,
             "custom": self.custom,
             "inputs": self.inputs,
         }
+        if self.ignore_changes:
+            out["ignore_changes"] = self.ignore_changes
+        return out
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,12 @@ class RecordingMocks(Mocks):
                 "model_version": "1",
                 "mlops_kind": RELEASE_RECORD_KIND,
             }
+        if typ == DYNAMIC_TYPE and "alias" in state and "tracking_uri" in state:
+            return f"{state['model_name']}@{state['alias']}", {
+                **state,
+                "previous_version": "",
+                "mlops_kind": MODEL_ALIAS_KIND,
+            }
         if typ == DYNAMIC_TYPE and "bucket_name" in state:
             return str(state["bucket_name"]), {
                 **state,
@@ -227,6 +239,7 @@ def _recording_monitor(mocks: RecordingMocks) -> Any:
                         parent=_urn_ref(request.parent) if request.parent else None,
                         custom=bool(request.custom),
                         inputs=masked,
+                        ignore_changes=sorted(request.ignoreChanges),
                     )
                 )
             return super().RegisterResource(request)

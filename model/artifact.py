@@ -8,6 +8,7 @@ writing goes through `model.registry`, which is the only module that talks to ML
             runtime/              precompiled serving runtime (see model/runtime_bundle.py)
         reference_profile.json    training-data profile for drift detection
         release.json              lineage, metrics, gate results, model checksum
+        registration.json         the registered version, written once registration succeeded
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MODEL_SUBDIR",
     "PROFILE_FILE",
+    "REGISTRATION_FILE",
     "RELEASE_FILE",
     "ArtifactError",
+    "Registration",
     "ReleaseMetadata",
     "directory_checksum",
     "load_sklearn_model",
@@ -38,6 +41,7 @@ __all__ = [
 MODEL_SUBDIR = "model"
 PROFILE_FILE = "reference_profile.json"
 RELEASE_FILE = "release.json"
+REGISTRATION_FILE = "registration.json"
 METADATA_FORMAT = 1
 # MLflow adds this file when it downloads a `models:/` URI; it is not part of what was trained.
 _DOWNLOAD_ONLY = frozenset({"registered_model_meta"})
@@ -70,6 +74,8 @@ class ReleaseMetadata:
     classes: list[Any] | None = None
     format: int = METADATA_FORMAT
     spec: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """What the release id hashes (model.lineage.ReleaseInputs), training runtime included."""
 
     @property
     def gates_passed(self) -> bool:
@@ -86,6 +92,30 @@ class ReleaseMetadata:
                 f"release metadata format {raw.get('format')!r} is not supported (expected {METADATA_FORMAT})"
             )
         return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The model version a release was registered as, stored beside it in the artifact store.
+
+    Readers (the release record `pulumi up` reads back, the server) learn the version from the
+    store they already read, without an MLflow reachable from where they run.
+    """
+
+    model_name: str
+    release_id: str
+    version: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Registration:
+        try:
+            raw = json.loads(text)
+            return cls(str(raw["model_name"]), str(raw["release_id"]), str(raw["version"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{REGISTRATION_FILE} is not a registration record: {exc}") from exc
 
 
 def directory_checksum(path: Path) -> str:

@@ -20,6 +20,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from model.errors import BadConfig
+
 __all__ = [
     "ESTIMATORS",
     "EstimatorError",
@@ -36,7 +38,7 @@ _TREE = "sklearn.tree._tree.Tree"
 _HGB_PREDICTOR = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
 
 
-class EstimatorError(ValueError):
+class EstimatorError(BadConfig):
     """The spec names an estimator or a parameter that does not exist for its task."""
 
 

@@ -75,9 +75,15 @@ class GateReport:
     def failures(self) -> tuple[GateResult, ...]:
         return tuple(r for r in self.results if not r.passed)
 
+    @property
+    def champion(self) -> str:
+        """`none` (no champion yet: regression gates skipped) or `version <n>`."""
+        return "none" if self.champion_version is None else f"version {self.champion_version}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
+            "champion": self.champion,
             "champion_version": self.champion_version,
             "results": [
                 {

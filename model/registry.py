@@ -1,13 +1,23 @@
-"""Everything that talks to MLflow: experiments, runs, artifact upload and model versions."""
+"""Everything that talks to MLflow: experiments, runs, artifact upload, model versions, aliases.
+
+Every failure of MLflow or of the artifact store surfaces as `RegistryError` (exit code 3,
+retried by the training Job), never as a bare MLflow or boto3 exception that would read like
+a crash, and never as "nothing there": only a registry that answered "does not exist" means
+that something is absent.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from model.artifact import REGISTRATION_FILE, Registration
+from model.errors import RegistryError
 from model.spec import RegistrySettings
 
 if TYPE_CHECKING:
@@ -15,21 +25,52 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
+    "CANDIDATE_ALIAS",
+    "RELEASE_TAG",
+    "Champion",
     "ExistingRelease",
     "RegistryError",
-    "champion_metrics",
     "connect",
     "ensure_experiment",
+    "find_champion",
     "find_release",
     "register_version",
+    "registry_call",
+    "set_alias",
     "upload_release",
+    "write_registration",
 ]
 
 RELEASE_TAG = "mlops.release_id"
+CANDIDATE_ALIAS = "candidate"
+"""The alias training sets on a version that passed its gates; `champion` moves after rollout."""
+_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+T = TypeVar("T")
 
 
-class RegistryError(RuntimeError):
-    """The tracking server or artifact store refused or could not be reached."""
+@contextmanager
+def registry_call(what: str) -> Iterator[None]:
+    """Turn any failure of the MLflow client or the store underneath into a RegistryError."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as exc:  # MLflow, requests, boto3 and OSError all reach here
+        message = getattr(exc, "message", None) or str(exc)
+        raise RegistryError(f"{what} failed: {type(exc).__name__}: {message}") from exc
+
+
+def _unless_absent(what: str, call: Callable[[], T]) -> T | None:
+    """call(), or None when the registry answered that the thing does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    with registry_call(what):
+        try:
+            return call()
+        except MlflowException as exc:
+            if exc.error_code == _DOES_NOT_EXIST:
+                return None
+            raise
 
 
 @dataclass(frozen=True)
@@ -60,7 +101,8 @@ def connect(settings: RegistrySettings) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str, settings: RegistrySettings) -> str:
-    experiment = client.get_experiment_by_name(name)
+    with registry_call(f"looking up experiment {name} in {client.tracking_uri}"):
+        experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     # A remote server chooses (or proxies) run artifact storage itself; the embedded
@@ -69,38 +111,52 @@ def ensure_experiment(client: MlflowClient, name: str, settings: RegistrySetting
     if settings.is_embedded and settings.artifact_root:
         root = settings.artifact_root
         location = f"{root.rstrip('/')}/_runs/{name}" if "://" in root else Path(root, "_runs", name).as_uri()
-    return str(client.create_experiment(name, artifact_location=location))
+    with registry_call(f"creating experiment {name} in {client.tracking_uri}"):
+        return str(client.create_experiment(name, artifact_location=location))
 
 
 def find_release(client: MlflowClient, model_name: str, release_id: str) -> ExistingRelease | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(
+    versions = _unless_absent(
+        f"looking up release {release_id} of {model_name} in {client.tracking_uri}",
+        lambda: client.search_model_versions(
             f"name = '{model_name}' and tags.`{RELEASE_TAG}` = '{release_id}'"
-        )
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code):
-            return None
-        raise
+        ),
+    )
     if not versions:
         return None
     first = min(versions, key=lambda v: int(v.version))
     return ExistingRelease(str(first.version), str(first.source), first.run_id)
 
 
-def champion_metrics(
-    client: MlflowClient, model_name: str, alias: str
-) -> tuple[str, dict[str, float]] | None:
-    from mlflow.exceptions import MlflowException
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    metrics: dict[str, float]
 
-    try:
-        version = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
+
+def find_champion(client: MlflowClient, model_name: str, alias: str) -> Champion | None:
+    """The version under `alias` and its run's metrics; None only when there is no such version.
+
+    Fails closed: a registry that cannot be asked, or a champion whose run cannot be read, is
+    a RegistryError, never "no champion", which would skip the regression gates.
+    """
+    where = f"{model_name}@{alias} in {client.tracking_uri}"
+    model = _unless_absent(
+        f"looking up the champion {where}", lambda: client.get_registered_model(model_name)
+    )
+    version = (model.aliases or {}).get(alias) if model is not None else None
+    if version is None:
         return None
-    if not version.run_id:
-        return None
-    return str(version.version), dict(client.get_run(version.run_id).data.metrics)
+    with registry_call(f"reading the champion {where} (version {version})"):
+        run_id = client.get_model_version(model_name, str(version)).run_id
+        if not run_id:
+            raise RegistryError(f"champion {where} is version {version}, which has no run with metrics")
+        return Champion(str(version), dict(client.get_run(run_id).data.metrics))
+
+
+def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
+    with registry_call(f"pointing {model_name}@{alias} at version {version} in {client.tracking_uri}"):
+        client.set_registered_model_alias(model_name, alias, version)
 
 
 def upload_release(local_dir: Path, uri: str) -> None:
@@ -108,18 +164,33 @@ def upload_release(local_dir: Path, uri: str) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     target = uri if "://" in uri else str(Path(uri).resolve())
-    try:
+    with registry_call(f"uploading release artifacts to {uri}"):
         repo = get_artifact_repository(target)
         repo.log_artifacts(str(local_dir))
         uploaded = {_rel(f) for f in _list_all(repo, "")}
-    except Exception as exc:  # boto3 and MLflow raise many unrelated types here
-        raise RegistryError(
-            f"could not upload release artifacts to {uri}: {type(exc).__name__}: {exc}"
-        ) from exc
     expected = {p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file()}
     missing = sorted(expected - uploaded)
     if missing:
         raise RegistryError(f"artifact upload to {uri} is incomplete; missing: {', '.join(missing)}")
+
+
+def write_registration(uri: str, registration: Registration) -> None:
+    """Store registration.json in the release folder, unless an identical one is there already."""
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    target = uri if "://" in uri else str(Path(uri).resolve())
+    with registry_call(f"writing {REGISTRATION_FILE} to {uri}"):
+        repo = get_artifact_repository(target)
+        with tempfile.TemporaryDirectory(prefix="registration-") as tmp:
+            if REGISTRATION_FILE in {_rel(f.path) for f in repo.list_artifacts(None)}:
+                existing = Path(repo.download_artifacts(REGISTRATION_FILE, tmp)).read_text()
+                if Registration.from_json(existing) == registration:
+                    return
+            path = Path(tmp) / REGISTRATION_FILE
+            path.write_text(registration.to_json())
+            repo.log_artifact(str(path))
 
 
 def _list_all(repo: Any, path: str) -> list[str]:
@@ -144,22 +215,20 @@ def register_version(
     tags: dict[str, str],
     timeout_s: float = 120.0,
 ) -> ModelVersion:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        try:
-            client.get_registered_model(model_name)
-        except MlflowException:
+    where = f"registering {model_name} from {source} in {client.tracking_uri}"
+    if _unless_absent(where, lambda: client.get_registered_model(model_name)) is None:
+        with registry_call(where):
             client.create_registered_model(model_name)
+    with registry_call(where):
         version = client.create_model_version(model_name, source, run_id=run_id, tags=tags)
-    except MlflowException as exc:
-        raise RegistryError(f"could not register {model_name} from {source}: {exc}") from exc
-    deadline = time.monotonic() + timeout_s
-    while version.status == "PENDING_REGISTRATION":
-        if time.monotonic() > deadline:
-            raise RegistryError(f"{model_name} version {version.version} still pending after {timeout_s}s")
-        time.sleep(0.5)
-        version = client.get_model_version(model_name, version.version)
+        deadline = time.monotonic() + timeout_s
+        while version.status == "PENDING_REGISTRATION":
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"{model_name} version {version.version} still pending after {timeout_s}s"
+                )
+            time.sleep(0.5)
+            version = client.get_model_version(model_name, version.version)
     if version.status != "READY":
         raise RegistryError(f"{model_name} version {version.version} is {version.status}")
     return version

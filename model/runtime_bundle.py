@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from model.server.runtime import (
+from model.runtime import (
     ForestRuntime,
     LinearRuntime,
     Prediction,

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from model.errors import BadConfig
 from model.estimators import EstimatorError, Task, build_pipeline, estimator_info
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "METRICS",
     "GateSpec",
     "RegistrySettings",
+    "SpecError",
     "Threshold",
     "TrainingSpec",
     "describe_errors",
@@ -35,6 +37,10 @@ METRICS: dict[Task, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2"),
 }
 HIGHER_IS_BETTER = frozenset({"accuracy", "f1", "roc_auc", "r2"})
+
+
+class SpecError(BadConfig):
+    """A spec file that is missing, unreadable or invalid; the message names the file and key."""
 
 
 class _Frozen(BaseModel):
@@ -154,15 +160,15 @@ def load_spec_file(path: Path) -> TrainingSpec:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"spec file {path} does not exist") from None
+        raise SpecError(f"spec file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"spec file {path} is not valid YAML/JSON: {exc}") from exc
+        raise SpecError(f"spec file {path} is not valid YAML/JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ValueError(f"spec file {path} must hold a mapping, got {type(raw).__name__}")
+        raise SpecError(f"spec file {path} must hold a mapping, got {type(raw).__name__}")
     try:
         return TrainingSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ValueError(f"spec file {path}: {describe_errors(exc)}") from None
+        raise SpecError(f"spec file {path}: {describe_errors(exc)}") from None
 
 
 def describe_errors(exc: ValidationError, prefix: str = "") -> str:

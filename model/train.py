@@ -1,20 +1,25 @@
 """`python -m model.train`: fit, evaluate the gates, log to MLflow, store and register one release.
 
-Order matters so that nothing is half-written: gates are decided before any artifact is
+Order matters so that nothing is half-written: the release id is checked against the one the
+Pulumi program planned before any registry call, gates are decided before any artifact is
 written, artifacts are uploaded and verified before a version is registered, and a release
-that is already registered is reported, never trained or registered twice.
+that is already registered is reported, never trained or registered twice. Each way a release
+can end has one exit code (`model.errors.ExitCode`), shared with `mlops release` and the
+training Job's podFailurePolicy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,35 +29,52 @@ from model.artifact import (
     MODEL_SUBDIR,
     PROFILE_FILE,
     RELEASE_FILE,
+    Registration,
     ReleaseMetadata,
     directory_checksum,
     release_uri,
 )
-from model.data import DatasetError, load_dataset, split_dataset
+from model.data import Dataset, S3Access, Split, load_dataset, split_dataset
 from model.drift import ReferenceProfile, build_profile, sample_rows
-from model.estimators import EstimatorError, build_pipeline, trusted_types
+from model.errors import ExitCode, ReleaseError, ReleaseMismatch, exit_code_for
+from model.estimators import build_pipeline, trusted_types
 from model.evaluate import GateReport, compute_metrics, evaluate_gates
-from model.lineage import code_hash, git_commit, release_id
+from model.lineage import ReleaseInputs, code_hash, git_commit, training_runtime
 from model.registry import (
+    CANDIDATE_ALIAS,
     RELEASE_TAG,
-    RegistryError,
-    champion_metrics,
     connect,
     ensure_experiment,
+    find_champion,
     find_release,
     register_version,
+    registry_call,
+    set_alias,
     upload_release,
+    write_registration,
 )
 from model.runtime_bundle import export_runtime
 from model.spec import RegistrySettings, TrainingSpec, load_spec_file
 
-__all__ = ["GateFailure", "TrainingOutcome", "main", "plan_release", "train_release"]
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "GateFailure",
+    "ReleaseOptions",
+    "TrainingOutcome",
+    "describe_failure",
+    "main",
+    "train_release",
+]
 
 Log = Callable[[str], None]
 
 
-class GateFailure(RuntimeError):
+class GateFailure(ReleaseError, RuntimeError):
     """A blocking gate failed: the run is logged for audit and nothing is registered."""
+
+    exit_code = ExitCode.GATE_FAILED
 
     def __init__(self, message: str, report: GateReport, run_id: str) -> None:
         super().__init__(message)
@@ -61,13 +83,14 @@ class GateFailure(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ReleasePlan:
-    """What a spec resolves to before any training: the release identity and its inputs."""
-
-    release_id: str
-    dataset_hash: str
-    code_hash: str
-    rows: int
+class ReleaseOptions:
+    expected: ReleaseInputs | None = None
+    """What the Pulumi program planned; a different release id stops before any registry call."""
+    promote: bool | None = None
+    """Move the champion alias to the new version here; None follows the spec's gates.promote.
+    The training Job passes False: in a cluster, champion moves only after the rollout."""
+    git_commit: str | None = None
+    """Lineage only (a tag and a field of release.json); None: `model.lineage.git_commit()`."""
 
 
 @dataclass(frozen=True)
@@ -83,58 +106,123 @@ class TrainingOutcome:
     code_hash: str
     metrics: dict[str, float]
     gates: dict[str, Any]
+    runtime: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
-def plan_release(spec: TrainingSpec) -> ReleasePlan:
-    dataset = load_dataset(spec.dataset)
-    dataset.features_and_target(spec.target)
-    training_code = code_hash()
-    return ReleasePlan(
-        release_id(spec, dataset.content_hash, training_code),
-        dataset.content_hash,
-        training_code,
-        len(dataset.frame),
-    )
+@dataclass(frozen=True)
+class _Fitted:
+    pipeline: Any
+    split: Split
+    metrics: dict[str, float]
 
 
 def train_release(
-    spec: TrainingSpec, registry: RegistrySettings, workdir: Path, log: Log = print
+    spec: TrainingSpec,
+    registry: RegistrySettings,
+    workdir: Path,
+    log: Log = print,
+    options: ReleaseOptions | None = None,
 ) -> TrainingOutcome:
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
+    options = options or ReleaseOptions()
     registry = registry.resolved(workdir)
-    assert registry.artifact_root is not None
-    dataset = load_dataset(spec.dataset)
-    dataset.features_and_target(spec.target)  # a wrong target fails before any registry work
-    training_code = code_hash()
-    rid = release_id(spec, dataset.content_hash, training_code)
+    dataset = load_dataset(spec.dataset, S3Access(endpoint_url=registry.s3_endpoint_url))
+    dataset.identity.check_target(spec.target)  # a wrong target fails before any registry work
+    inputs = ReleaseInputs.of(spec, dataset.content_hash, code_hash(), training_runtime())
     log(f"dataset {spec.dataset}: {len(dataset.frame)} rows, sha256 {dataset.content_hash[:12]}")
-    log(f"release {rid} of {spec.model_name} (code {training_code[:12]})")
+    log(f"release {inputs.release_id} of {spec.model_name} (code {inputs.code_hash[:12]})")
+    _check_expected(inputs, options.expected, log)
 
     client = connect(registry)
-    existing = find_release(client, spec.model_name, rid)
+    existing = find_release(client, spec.model_name, inputs.release_id)
     if existing is not None:
-        log(f"release {rid} is already registered as version {existing.version}: nothing to do")
-        run = client.get_run(existing.run_id) if existing.run_id else None
-        return TrainingOutcome(
-            "exists",
-            spec.model_name,
-            rid,
-            existing.version,
-            existing.source,
-            existing.run_id,
-            dataset.content_hash,
-            training_code,
-            dict(run.data.metrics) if run else {},
-            # Only a release that passed (or ran non-blocking) is ever registered: the tag says which.
-            {"passed": run.data.tags.get("mlops.gates") == "passed"} if run else {},
-        )
+        log(f"release {inputs.release_id} is already registered as version {existing.version}: nothing to do")
+        _ensure_registration(registry, spec.model_name, inputs.release_id, existing.version)
+        return _existing_outcome(client, spec, inputs, existing.version, existing.source, existing.run_id)
 
+    fitted = _fit(spec, dataset, log)
+    report = _evaluate(client, spec, fitted.metrics, log)
+    commit = options.git_commit or git_commit()
+    lineage = _lineage_tags(spec, inputs, commit)
+    run_id = _start_run(client, spec, registry, lineage, report, fitted.metrics)
+    try:
+        if not report.passed and spec.gates.blocking:
+            failures = "; ".join(r.message for r in report.failures)
+            raise GateFailure(f"release {inputs.release_id} failed its gates: {failures}", report, run_id)
+        target, metadata = _store_release(client, run_id, spec, registry, inputs, fitted, report, commit, log)
+        version = register_version(
+            client,
+            spec.model_name,
+            f"{target}/{MODEL_SUBDIR}",
+            run_id,
+            {**lineage, "mlops.model_sha256": metadata.model_sha256},
+        )
+    except BaseException:
+        _end_run(client, run_id, "FAILED")
+        raise
+    _end_run(client, run_id, "FINISHED")
+    log(f"registered {spec.model_name} version {version.version} from {target}/{MODEL_SUBDIR}")
+    _ensure_registration(registry, spec.model_name, inputs.release_id, str(version.version))
+    _set_aliases(client, spec, str(version.version), report.passed, options, log)
+    return TrainingOutcome(
+        "registered",
+        spec.model_name,
+        inputs.release_id,
+        str(version.version),
+        f"{target}/{MODEL_SUBDIR}",
+        run_id,
+        dataset.content_hash,
+        inputs.code_hash,
+        fitted.metrics,
+        report.as_dict(),
+        inputs.runtime,
+    )
+
+
+def _check_expected(inputs: ReleaseInputs, expected: ReleaseInputs | None, log: Log) -> None:
+    if expected is None:
+        return
+    if inputs.release_id == expected.release_id:
+        log(f"release id {inputs.release_id} matches the one `pulumi preview` planned")
+        return
+    differs = "; ".join(inputs.differences(expected)) or "no input differs (the id formula changed)"
+    raise ReleaseMismatch(
+        f"this Job computes release {inputs.release_id}, but `pulumi preview` planned release "
+        f"{expected.release_id}: {differs}. Nothing was registered. The training image or the "
+        "dataset is not what the program saw: rebuild the training image from the same commit, "
+        "or check that the dataset did not change after the preview, then run `pulumi up` again."
+    )
+
+
+def _existing_outcome(
+    client: MlflowClient,
+    spec: TrainingSpec,
+    inputs: ReleaseInputs,
+    version: str,
+    source: str,
+    run_id: str | None,
+) -> TrainingOutcome:
+    with registry_call(f"reading the run of {spec.model_name} version {version}"):
+        run = client.get_run(run_id) if run_id else None
+    return TrainingOutcome(
+        "exists",
+        spec.model_name,
+        inputs.release_id,
+        version,
+        source,
+        run_id,
+        inputs.dataset_hash,
+        inputs.code_hash,
+        dict(run.data.metrics) if run else {},
+        # Only a release that passed (or ran non-blocking) is ever registered: the tag says which.
+        {"passed": run.data.tags.get("mlops.gates") == "passed"} if run else {},
+        inputs.runtime,
+    )
+
+
+def _fit(spec: TrainingSpec, dataset: Dataset, log: Log) -> _Fitted:
     split = split_dataset(
         dataset, spec.target, spec.test_size, spec.seed, stratify=spec.task == "classification"
     )
@@ -145,112 +233,171 @@ def train_release(
     log(f"fitted in {time.perf_counter() - started:.2f}s")
     metrics = compute_metrics(spec.task, pipeline, split.X_test, split.y_test)
     log("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    champion = champion_metrics(client, spec.model_name, spec.gates.champion_alias)
+    return _Fitted(pipeline, split, metrics)
+
+
+def _evaluate(client: MlflowClient, spec: TrainingSpec, metrics: dict[str, float], log: Log) -> GateReport:
+    """The gates, against the champion when there is one (fails closed on registry errors)."""
+    champion = find_champion(client, spec.model_name, spec.gates.champion_alias)
     report = evaluate_gates(
-        spec.gates, metrics, champion[1] if champion else None, champion[0] if champion else None
+        spec.gates,
+        metrics,
+        champion.metrics if champion else None,
+        champion.version if champion else None,
     )
+    skipped = " (no version has that alias: regression gates skipped)" if champion is None else ""
+    log(f"champion ({spec.gates.champion_alias}): {report.champion}{skipped}")
     for result in report.results:
         log(f"gate {result.message}")
+    return report
 
-    experiment_id = ensure_experiment(client, spec.model_name, registry)
-    commit = git_commit()
-    lineage = {
-        RELEASE_TAG: rid,
+
+def _lineage_tags(spec: TrainingSpec, inputs: ReleaseInputs, commit: str | None) -> dict[str, str]:
+    return {
+        RELEASE_TAG: inputs.release_id,
         "mlops.dataset_uri": spec.dataset,
-        "mlops.dataset_hash": dataset.content_hash,
-        "mlops.code_hash": training_code,
+        "mlops.dataset_hash": inputs.dataset_hash,
+        "mlops.code_hash": inputs.code_hash,
+        **{f"mlops.runtime.{name}": v for name, v in inputs.runtime.items()},
         **({"mlops.git_commit": commit} if commit else {}),
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.model_name}-{rid}") as run:
-        run_id = run.info.run_id
-        mlflow.set_tags({**lineage, "mlops.gates": "passed" if report.passed else "failed"})
-        mlflow.log_params({"estimator": spec.estimator, "seed": spec.seed, **spec.params})
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(report.as_dict(), "gates.json")
-        if not report.passed and spec.gates.blocking:
-            failures = "; ".join(r.message for r in report.failures)
-            mlflow.end_run(status="FAILED")
-            raise GateFailure(f"release {rid} failed its gates: {failures}", report, run_id)
 
-        libraries = _library_versions()
-        classification = spec.task == "classification"
-        classes = [_plain(c) for c in pipeline.classes_] if classification else None
-        with tempfile.TemporaryDirectory(prefix=f"release-{rid}-") as tmp:
-            staging = Path(tmp)
-            sample = split.X_train.head(5)
-            mlflow.sklearn.save_model(
-                pipeline,
-                staging / MODEL_SUBDIR,
-                serialization_format="skops",
-                skops_trusted_types=trusted_types(spec.estimator, spec.task),
-                signature=infer_signature(sample, pipeline.predict(sample)),
-                input_example=sample,
-                # MLflow infers these by re-importing the model in a subprocess (~10 s, most of
-                # a release's overhead); we know exactly what loading the model needs.
-                pip_requirements=[f"{n}=={v}" for n, v in libraries.items()],
-            )
-            profile = build_profile(
-                split.X_train,
-                pipeline.predict(split.X_train),
-                classification=classification,
-            )
-            choice = export_runtime(
-                pipeline,
-                classes,
-                _reference_rows(split.X_train, profile, sample),
-                staging / MODEL_SUBDIR,
-            )
-            log(f"serving runtime: {choice.runtime.name} ({choice.reason})")
-            mlflow.set_tag("mlops.serving_runtime", choice.runtime.name)
-            mlflow.log_dict(profile.to_dict(), PROFILE_FILE)
-            (staging / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), indent=1))
-            metadata = ReleaseMetadata(
-                release_id=rid,
-                model_name=spec.model_name,
-                task=spec.task,
-                estimator=spec.estimator,
-                dataset_uri=spec.dataset,
-                dataset_hash=dataset.content_hash,
-                code_hash=training_code,
-                git_commit=commit,
-                model_sha256=directory_checksum(staging / MODEL_SUBDIR),
-                metrics=metrics,
-                gates=report.as_dict(),
-                libraries=libraries,
-                feature_names=[str(c) for c in split.X_train.columns],
-                classes=classes,
-                spec=spec.model_dump(mode="json"),
-            )
-            (staging / RELEASE_FILE).write_text(metadata.to_json())
-            target = release_uri(registry.artifact_root, spec.model_name, rid)
-            log(f"uploading artifacts to {target}")
-            upload_release(staging, target)
 
-        model_uri = f"{target}/{MODEL_SUBDIR}"
-        version = register_version(
-            client,
-            spec.model_name,
-            model_uri,
+def _start_run(
+    client: MlflowClient,
+    spec: TrainingSpec,
+    registry: RegistrySettings,
+    lineage: dict[str, str],
+    report: GateReport,
+    metrics: dict[str, float],
+) -> str:
+    """The audit run: lineage, params, metrics and the gate report, whatever the gates decided."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    experiment_id = ensure_experiment(client, spec.model_name, registry)
+    run_name = f"{spec.model_name}-{lineage[RELEASE_TAG]}"
+    now = int(time.time() * 1000)
+    tags = {**lineage, "mlops.gates": "passed" if report.passed else "failed"}
+    params = {"estimator": spec.estimator, "seed": spec.seed, **spec.params}
+    with registry_call(f"logging the run of {run_name} to {client.tracking_uri}"):
+        run_id = str(client.create_run(experiment_id, run_name=run_name).info.run_id)
+        client.log_batch(
             run_id,
-            {**lineage, "mlops.model_sha256": metadata.model_sha256},
+            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
         )
-        log(f"registered {spec.model_name} version {version.version} from {model_uri}")
-        if report.passed and spec.gates.promote:
-            client.set_registered_model_alias(spec.model_name, spec.gates.champion_alias, version.version)
-            log(f"alias {spec.gates.champion_alias!r} -> version {version.version}")
+        client.log_dict(run_id, report.as_dict(), "gates.json")
+    return run_id
 
-    return TrainingOutcome(
-        "registered",
-        spec.model_name,
-        rid,
-        str(version.version),
-        model_uri,
-        run_id,
-        dataset.content_hash,
-        training_code,
-        metrics,
-        report.as_dict(),
-    )
+
+def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
+    if status == "FINISHED":
+        with registry_call(f"finishing run {run_id}"):
+            client.set_terminated(run_id, status)
+        return
+    # Best effort, once and quickly: the failure being reported may be that MLflow is gone,
+    # and MLflow's own retries would hold that report back for minutes.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, status)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _store_release(
+    client: MlflowClient,
+    run_id: str,
+    spec: TrainingSpec,
+    registry: RegistrySettings,
+    inputs: ReleaseInputs,
+    fitted: _Fitted,
+    report: GateReport,
+    commit: str | None,
+    log: Log,
+) -> tuple[str, ReleaseMetadata]:
+    """Write the release folder (model, profile, record) to its immutable URI; returns (URI, record)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    pipeline, X_train = fitted.pipeline, fitted.split.X_train
+    libraries = _library_versions()
+    classes = [_plain(c) for c in pipeline.classes_] if spec.task == "classification" else None
+    with tempfile.TemporaryDirectory(prefix=f"release-{inputs.release_id}-") as tmp:
+        staging = Path(tmp)
+        sample = X_train.head(5)
+        mlflow.sklearn.save_model(
+            pipeline,
+            staging / MODEL_SUBDIR,
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(spec.estimator, spec.task),
+            signature=infer_signature(sample, pipeline.predict(sample)),
+            input_example=sample,
+            # MLflow infers these by re-importing the model in a subprocess (~10 s, most of
+            # a release's overhead); we know exactly what loading the model needs.
+            pip_requirements=[f"{n}=={v}" for n, v in libraries.items()],
+        )
+        profile = build_profile(X_train, pipeline.predict(X_train), classification=classes is not None)
+        choice = export_runtime(
+            pipeline, classes, _reference_rows(X_train, profile, sample), staging / MODEL_SUBDIR
+        )
+        log(f"serving runtime: {choice.runtime.name} ({choice.reason})")
+        with registry_call(f"logging the profile of run {run_id}"):
+            client.set_tag(run_id, "mlops.serving_runtime", choice.runtime.name)
+            client.log_dict(run_id, profile.to_dict(), PROFILE_FILE)
+        (staging / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), indent=1))
+        metadata = ReleaseMetadata(
+            release_id=inputs.release_id,
+            model_name=spec.model_name,
+            task=spec.task,
+            estimator=spec.estimator,
+            dataset_uri=spec.dataset,
+            dataset_hash=inputs.dataset_hash,
+            code_hash=inputs.code_hash,
+            git_commit=commit,
+            model_sha256=directory_checksum(staging / MODEL_SUBDIR),
+            metrics=fitted.metrics,
+            gates=report.as_dict(),
+            libraries=libraries,
+            feature_names=[str(c) for c in X_train.columns],
+            classes=classes,
+            spec=spec.model_dump(mode="json"),
+            inputs=inputs.to_dict(),
+        )
+        (staging / RELEASE_FILE).write_text(metadata.to_json())
+        assert registry.artifact_root is not None  # resolved
+        target = release_uri(registry.artifact_root, spec.model_name, inputs.release_id)
+        log(f"uploading artifacts to {target}")
+        upload_release(staging, target)
+    return target, metadata
+
+
+def _ensure_registration(registry: RegistrySettings, model_name: str, release_id: str, version: str) -> None:
+    assert registry.artifact_root is not None  # resolved
+    target = release_uri(registry.artifact_root, model_name, release_id)
+    write_registration(target, Registration(model_name, release_id, version))
+
+
+def _set_aliases(
+    client: MlflowClient, spec: TrainingSpec, version: str, passed: bool, options: ReleaseOptions, log: Log
+) -> None:
+    """`candidate` for every version that passed; champion too when this process promotes."""
+    if not passed:
+        log(f"gates failed (non-blocking): version {version} gets no alias")
+        return
+    set_alias(client, spec.model_name, CANDIDATE_ALIAS, version)
+    log(f"alias {CANDIDATE_ALIAS!r} -> version {version}")
+    promote = spec.gates.promote if options.promote is None else options.promote
+    if promote:
+        set_alias(client, spec.model_name, spec.gates.champion_alias, version)
+        log(f"alias {spec.gates.champion_alias!r} -> version {version}")
 
 
 def _reference_rows(X_train: pd.DataFrame, profile: ReferenceProfile, example: pd.DataFrame) -> np.ndarray:
@@ -269,64 +416,73 @@ def _library_versions() -> dict[str, str]:
     return {name: version(name) for name in ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")}
 
 
+_LABELS = {
+    ExitCode.CRASHED: "crashed",
+    ExitCode.BAD_CONFIG: "error",
+    ExitCode.REGISTRY: "registry error",
+    ExitCode.RELEASE_MISMATCH: "release mismatch",
+    ExitCode.GATE_FAILED: "gate failed",
+}
+
+
+def describe_failure(exc: BaseException) -> tuple[ExitCode, str]:
+    """The exit code for a failed release and the one line that says why."""
+    code = exit_code_for(exc)
+    return code, f"{_LABELS[code]} (exit {int(code)}): {exc}"
+
+
+def _read_expected(path: Path) -> ReleaseInputs:
+    from model.spec import SpecError
+
+    try:
+        return ReleaseInputs.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SpecError(f"expected release file {path} is unreadable: {exc}") from exc
+
+
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
 def main(
-    stack: Annotated[
-        str | None,
-        typer.Option(help="Read mlops:training and the registry from Pulumi.<stack>.yaml."),
+    spec: Annotated[Path, typer.Option(help="The training spec (YAML or JSON).")],
+    expected: Annotated[
+        Path | None,
+        typer.Option(help="The release inputs the Pulumi program planned (JSON); a mismatch exits 4."),
     ] = None,
-    spec: Annotated[
-        Path | None, typer.Option(help="Read the training spec from this YAML/JSON file.")
+    promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote", help="Move the champion alias here (default: the spec's gates.promote)."
+        ),
     ] = None,
+    git_commit: Annotated[str | None, typer.Option(envvar="MLOPS_GIT_COMMIT", help="Lineage only.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_URI")] = None,
     artifact_root: Annotated[str | None, typer.Option(envvar="MLOPS_ARTIFACT_ROOT")] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(envvar="MLFLOW_S3_ENDPOINT_URL")] = None,
     workdir: Annotated[Path, typer.Option(help="Where the embedded registry lives (.mlops/).")] = Path("."),
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
 ) -> None:
-    """Train, gate and register the release described by a stack or a spec file."""
+    """Train, gate and register the release a spec file describes (the training Job's command)."""
     from rich.console import Console
 
-    console = Console(stderr=True)
-    if (stack is None) == (spec is None):
-        console.print("[red]error:[/] give exactly one of --stack NAME or --spec FILE")
-        raise typer.Exit(2)
+    console = Console(stderr=True, highlight=False)
     try:
-        if stack is not None:
-            from infra.config import ConfigError, load_stack_file
-
-            try:
-                settings = load_stack_file(stack, workdir)
-            except ConfigError as exc:
-                console.print(f"[red]error:[/] {exc}")
-                raise typer.Exit(2) from None
-            if settings.training is None:
-                console.print(
-                    f"[red]error:[/] stack {stack!r} has no mlops:training spec (it does not train)"
-                )
-                raise typer.Exit(2)
-            training, registry = settings.training, settings.registry
-        else:
-            assert spec is not None
-            training, registry = load_spec_file(spec), RegistrySettings()
-        registry = RegistrySettings(
-            tracking_uri=tracking_uri or registry.tracking_uri,
-            artifact_root=artifact_root or registry.artifact_root,
-            s3_endpoint_url=s3_endpoint_url or registry.s3_endpoint_url,
+        options = ReleaseOptions(
+            expected=_read_expected(expected) if expected else None,
+            promote=promote,
+            git_commit=git_commit or None,
         )
-        outcome = train_release(training, registry, workdir, log=lambda m: console.print(m, highlight=False))
-    except GateFailure as exc:
-        console.print(f"[red]gate failed:[/] {exc}")
-        raise typer.Exit(1) from None
-    except (DatasetError, EstimatorError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except RegistryError as exc:
-        console.print(f"[red]registry error:[/] {exc}")
-        raise typer.Exit(3) from None
+        registry = RegistrySettings(
+            tracking_uri=tracking_uri, artifact_root=artifact_root, s3_endpoint_url=s3_endpoint_url
+        )
+        outcome = train_release(load_spec_file(spec), registry, workdir, console.print, options)
+    except Exception as exc:
+        code, line = describe_failure(exc)
+        if code is ExitCode.CRASHED:
+            console.print_exception()
+        console.print(line, style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(int(code)) from None
     if json_out:
         sys.stdout.write(json.dumps(outcome.as_dict(), sort_keys=True) + "\n")
 

@@ -1,10 +1,12 @@
 """ReleaseRecord: what a finished training Job left behind, read back for the serving rollout.
 
 A Kubernetes Job reports only success or failure, while serving needs the model checksum and
-the registered version. This dynamic provider reads `<release_uri>/release.json` from the
-artifact store (boto3, the same endpoint and credentials that manage the bucket) and, when an
-MLflow URL reachable from where `pulumi up` runs is given, the model version registered for the
-release. It is created after the Job completes and replaced with each new release.
+the registered version. This dynamic provider reads `<release_uri>/release.json` and
+`<release_uri>/registration.json` (written by the Job once the version is registered) from the
+artifact store, with the same endpoint and credentials that manage the bucket: no MLflow has to
+be reachable from where `pulumi up` runs. It is created after the Job completes and replaced
+with each new release; a record that is missing or belongs to another release is an error that
+names the URI, and nothing is stored in the stack's state for it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-__all__ = ["ReleaseRecord", "ReleaseRecordArgs", "ReleaseRecordProvider"]
+__all__ = ["ReleaseRecord", "ReleaseRecordArgs", "ReleaseRecordProvider", "read_release_record"]
 
 MLOPS_KIND = "release-record"
 
@@ -35,59 +37,77 @@ class ReleaseRecordArgs:
     """Secret."""
     secret_access_key: pulumi.Input[str] | None = None
     """Secret."""
-    tracking_uri: pulumi.Input[str] | None = None
-    """MLflow URL reachable from where `pulumi up` runs; None leaves model_version 'unresolved'."""
 
 
 class ReleaseRecordProvider(pulumi.dynamic.ResourceProvider):
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        outs = {**props, **_read(props), "mlops_kind": MLOPS_KIND}
+        outs = {**props, **read_release_record(props), "mlops_kind": MLOPS_KIND}
         return pulumi.dynamic.CreateResult(id_=f"{props['model_name']}/{props['release_id']}", outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        keys = ("release_uri", "model_name", "release_id", "endpoint_url", "tracking_uri")
+        keys = ("release_uri", "model_name", "release_id", "endpoint_url")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        return pulumi.dynamic.ReadResult(id_=id_, outs={**props, **_read(props)})
+        return pulumi.dynamic.ReadResult(id_=id_, outs={**props, **read_release_record(props)})
 
 
-def _read(props: dict[str, Any]) -> dict[str, Any]:
-    from model.artifact import RELEASE_FILE, ReleaseMetadata
+def _read_text(uri: str, props: dict[str, Any]) -> str:
+    if not uri.startswith("s3://"):
+        path = uri.removeprefix("file://")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{uri} does not exist") from None
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    uri = str(props["release_uri"]).rstrip("/") + "/" + RELEASE_FILE
-    if uri.startswith("s3://"):
-        import boto3
+    from model.data import S3Access, s3_client
 
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        client = boto3.client(
-            "s3",
-            endpoint_url=props.get("endpoint_url") or None,
-            aws_access_key_id=props.get("access_key_id") or None,
-            aws_secret_access_key=props.get("secret_access_key") or None,
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    endpoint = props.get("endpoint_url") or None
+    access = S3Access(
+        endpoint_url=endpoint,
+        access_key_id=props.get("access_key_id") or None,
+        secret_access_key=props.get("secret_access_key") or None,
+    )
+    try:
+        return str(s3_client(access).get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise FileNotFoundError(f"{uri} does not exist ({code})") from exc
+        raise RuntimeError(f"could not read {uri} from {endpoint or 'AWS S3'}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise RuntimeError(f"could not read {uri} from {endpoint or 'AWS S3'}: {exc}") from exc
+
+
+def read_release_record(props: dict[str, Any]) -> dict[str, Any]:
+    """The release's checksum, gate result and registered version, checked against its id."""
+    from model.artifact import REGISTRATION_FILE, RELEASE_FILE, Registration, ReleaseMetadata
+
+    folder = str(props["release_uri"]).rstrip("/")
+    rid, model = str(props["release_id"]), str(props["model_name"])
+    try:
+        metadata = ReleaseMetadata.from_json(_read_text(f"{folder}/{RELEASE_FILE}", props))
+        registration = Registration.from_json(_read_text(f"{folder}/{REGISTRATION_FILE}", props))
+    except FileNotFoundError as exc:
+        raise RuntimeError(
+            f"release {rid} of {model} has no complete record: {exc}. The training Job "
+            f"train-{rid} did not finish it; see `kubectl logs job/train-{rid}`"
+        ) from None
+    for record, found in ((RELEASE_FILE, metadata.release_id), (REGISTRATION_FILE, registration.release_id)):
+        if found != rid:
+            raise RuntimeError(f"{folder}/{record} records release {found}, expected {rid}")
+    if registration.model_name != model:
+        raise RuntimeError(
+            f"{folder}/{REGISTRATION_FILE} registers {registration.model_name}, expected {model}"
         )
-        text = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    else:
-        with open(uri.removeprefix("file://"), encoding="utf-8") as handle:
-            text = handle.read()
-    metadata = ReleaseMetadata.from_json(text)
-    if metadata.release_id != props["release_id"]:
-        raise ValueError(f"{uri} records release {metadata.release_id}, expected {props['release_id']}")
-    version = "unresolved"
-    if props.get("tracking_uri"):
-        from model.registry import connect, find_release
-        from model.spec import RegistrySettings
-
-        client = connect(RegistrySettings(tracking_uri=props["tracking_uri"]))
-        found = find_release(client, str(props["model_name"]), str(props["release_id"]))
-        if found is None:
-            raise ValueError(f"release {props['release_id']} of {props['model_name']} is not registered")
-        version = str(found.version)
     return {
         "model_sha256": metadata.model_sha256,
         "gates_passed": metadata.gates_passed,
-        "model_version": version,
+        "model_version": registration.version,
         "metadata_json": json.dumps({"metrics": metadata.metrics}, sort_keys=True),
     }
 
@@ -116,7 +136,6 @@ class ReleaseRecord(pulumi.dynamic.Resource):
                 "secret_access_key": secret(args.secret_access_key)
                 if args.secret_access_key is not None
                 else None,
-                "tracking_uri": args.tracking_uri,
                 "model_sha256": None,
                 "gates_passed": None,
                 "model_version": None,

@@ -1,7 +1,8 @@
 """The model server: MLflow scoring protocol and Open Inference Protocol over one release.
 
-The names below load on first use, so that training, which imports only
-`model.server.runtime` to check the runtime it compiles, does not import the HTTP stack.
+The names below load on first use, so that importing the package does not start the HTTP
+stack. Nothing outside this package imports it: training shares only `model.runtime` with
+the server, so the training image and the release id leave the server out.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
+from model.runtime import Prediction
 from model.server.batching import MicroBatcher
 from model.server.decode import V2_KINDS, Decoder
 from model.server.errors import RequestError
 from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
-from model.server.runtime import Prediction
 from model.server.settings import ServerSettings
 
 __all__ = ["ServerApp", "create_app"]

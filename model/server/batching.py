@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from model.server.runtime import Prediction
+from model.runtime import Prediction
 
 __all__ = ["MicroBatcher"]
 

@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from model.artifact import MODEL_SUBDIR, RELEASE_FILE
-from model.server.runtime import Runtime, RuntimeChoice, SklearnRuntime
+from model.runtime import Runtime, RuntimeChoice, SklearnRuntime
 from model.server.schema import InputSchema
 
 if TYPE_CHECKING:
-    from model.estimators import Task
+    from model.artifact import ReleaseMetadata
 
 __all__ = ["LoadError", "LoadedRelease", "fetch_release", "load_release"]
 
@@ -204,7 +204,11 @@ def _import_skops_narrowly() -> None:
         sklearn.utils.all_estimators = original
 
 
-def _choose_runtime(model_dir: Path, estimator: str, task: Task) -> RuntimeChoice:
+_FALLBACK_LIBRARIES = ("scikit-learn", "skops", "numpy", "scipy")
+"""What deserialising the pipeline itself needs: a version other than training's is refused."""
+
+
+def _choose_runtime(model_dir: Path, metadata: ReleaseMetadata) -> RuntimeChoice:
     """The release's precompiled runtime when it checks out here; scikit-learn otherwise."""
     from model.artifact import load_sklearn_model
     from model.runtime_bundle import BundleError, load_runtime
@@ -216,11 +220,42 @@ def _choose_runtime(model_dir: Path, estimator: str, task: Task) -> RuntimeChoic
         choice, refused = None, f"precompiled runtime refused: {exc}"
     if choice is not None:
         return choice
+    _check_library_skew(metadata, refused)
     log.warning("%s; loading the pipeline with scikit-learn", refused)
     _import_skops_narrowly()
     # The checksum was verified with the rest of the model folder.
-    pipeline = load_sklearn_model(model_dir, estimator, task, None)
-    return RuntimeChoice(SklearnRuntime(pipeline, task == "classification"), refused)
+    pipeline = load_sklearn_model(model_dir, metadata.estimator, metadata.task, None)
+    return RuntimeChoice(SklearnRuntime(pipeline, metadata.task == "classification"), refused)
+
+
+def _check_library_skew(metadata: ReleaseMetadata, refused: str) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    skew = []
+    for name in _FALLBACK_LIBRARIES:
+        recorded = metadata.libraries.get(name)
+        try:
+            here = version(name)
+        except PackageNotFoundError:
+            here = "not installed"
+        if recorded is not None and recorded != here:
+            skew.append(f"{name} {recorded} at training, {here} here")
+    if skew:
+        raise LoadError(
+            f"release {metadata.release_id} must be loaded with scikit-learn ({refused}), but "
+            f"{'; '.join(skew)}: serve it from an image with the training versions, or retrain it"
+        )
+
+
+def _registered_version(folder: Path, metadata: ReleaseMetadata) -> str | None:
+    """The version recorded beside the release by training, if it matches the release."""
+    from model.artifact import REGISTRATION_FILE, ArtifactError, Registration
+
+    try:
+        registration = Registration.from_json((folder / REGISTRATION_FILE).read_text())
+    except (OSError, ArtifactError):
+        return None
+    return registration.version if registration.release_id == metadata.release_id else None
 
 
 def load_release(
@@ -255,7 +290,7 @@ def load_release(
             f"the model's serving input example is missing or does not fit its signature: {exc}"
         ) from exc
     try:
-        choice = _choose_runtime(model_dir, metadata.estimator, metadata.task)
+        choice = _choose_runtime(model_dir, metadata)
     except ArtifactError as exc:
         raise LoadError(str(exc)) from exc
     classification = metadata.task == "classification"
@@ -263,7 +298,10 @@ def load_release(
     return LoadedRelease(
         model_name=metadata.model_name,
         release_id=metadata.release_id,
-        model_version=model_version or registry_version or metadata.release_id,
+        model_version=model_version
+        or registry_version
+        or _registered_version(folder, metadata)
+        or metadata.release_id,
         task=metadata.task,
         estimator=metadata.estimator,
         classes=classes,

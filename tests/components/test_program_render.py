@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from infra.render import RenderResult, render_stack, run_program
+from tests.services import S3Service
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,7 @@ def test_dev_stack_tree(dev_render: RenderResult) -> None:
         ("mlops:index:ModelRegistry", "registry"),
         ("mlops:index:TrainingJob", "training"),
         ("mlops:index:ModelServing", "serving"),
+        ("pulumi-python:dynamic:Resource", "champion"),
     }
     # Every other resource is a child of a component, named after it.
     for type_, name, parent in _tree(dev_render):
@@ -45,22 +48,42 @@ def test_dev_stack_tree(dev_render: RenderResult) -> None:
     assert set(outputs["images"]) == {"serving", "training", "mlflow"}
     job = dev_render.find("kubernetes:batch/v1:Job", "training-job").inputs
     assert job["metadata"]["name"] == f"train-{outputs['release_id']}"
+    assert outputs["model_version"] == "1"  # the mocks' stand-in for the recorded version
 
 
 def test_dev_matches_the_release_the_trainer_computes(dev_render: RenderResult) -> None:
     from infra.config import load_stack_file
-    from model.train import plan_release
+    from model.lineage import plan_release
 
     settings = load_stack_file("dev", REPO)
     assert settings.training is not None
     assert dev_render.outputs["release_id"] == plan_release(settings.training).release_id
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_champion_moves_after_the_rollout_to_the_served_version(
+    stack: str, dev_render: RenderResult, prod_render: RenderResult
+) -> None:
+    render = dev_render if stack == "dev" else prod_render
+    champion = render.find("pulumi-python:dynamic:Resource", "champion").inputs
+    served = render.find("kubernetes:apps/v1:Deployment", "serving-deployment").inputs
+    pod = served["spec"]["template"]
+    assert champion["alias"] == "champion" and champion["model_name"] == "breast-cancer"
+    assert champion["version"] == pod["metadata"]["annotations"]["mlops.dev/model-version"]
+    assert champion["release_id"] == pod["metadata"]["labels"]["mlops.dev/release"]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MLOPS_MODEL_VERSION"] == champion["version"]
+    assert render.outputs["champion"] == {"alias": "champion", "version": champion["version"]}
+    expected_uri = {"dev": "http://localhost:30550", "prod": "https://mlflow.example.internal"}[stack]
+    assert champion["tracking_uri"] == expected_uri
+
+
 def test_prod_stack_serves_the_pinned_release(prod_render: RenderResult) -> None:
     types = [r.type for r in prod_render.resources]
     assert "kubernetes:batch/v1:Job" not in types and "mlops:index:TrainingJob" not in types
     assert "docker:index/image:Image" not in types  # images pinned in config: no Docker engine needed
-    assert "pulumi-python:dynamic:Resource" not in types  # existing bucket
+    dynamic = [r.name for r in prod_render.resources if r.type == "pulumi-python:dynamic:Resource"]
+    assert dynamic == ["champion"]  # an existing bucket; only the alias moved after rollout
     deployment = prod_render.find("kubernetes:apps/v1:Deployment", "serving-deployment").inputs
     assert deployment["spec"]["replicas"] >= 3
     pod = deployment["spec"]["template"]
@@ -147,19 +170,21 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_dataset_version_change_moves_only_the_release(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_dataset_version_change_moves_only_the_release(tmp_path: Path, s3_env: S3Service) -> None:
     from sklearn.datasets import load_breast_cancer
 
     frame = load_breast_cancer(as_frame=True).frame
-    data = tmp_path / "data"
-    data.mkdir()
-    frame.to_csv(data / "v1.csv", index=False)
-    frame.iloc[:-10].to_csv(data / "v2.csv", index=False)
+    bucket = s3_env.make_bucket("data")
+    for version, rows in (("v1", frame), ("v2", frame.iloc[:-10])):
+        body = rows.to_csv(index=False).encode()
+        s3_env.client().put_object(Bucket=bucket, Key=f"bc/{version}.csv", Body=body)
 
     renders = []
     for version in ("v1", "v2"):
         config = _dev_config()
-        config["mlops:training"]["dataset"] = str(data / f"{version}.csv")
+        config["mlops:training"]["dataset"] = f"s3://{bucket}/bc/{version}.csv"
+        config["mlops:artifacts"]["endpoint_url"] = s3_env.endpoint_url
         renders.append(run_program("dev", _project(tmp_path / version, config)))
     before, after = ({(r.type, r.name): r for r in render.resources} for render in renders)
     assert before.keys() == after.keys()  # nothing created or deleted, only changed
@@ -169,9 +194,10 @@ def test_dataset_version_change_moves_only_the_release(tmp_path: Path) -> None:
     changed = {key for key in before if before[key].inputs != after[key].inputs}
     assert changed == {
         ("kubernetes:batch/v1:Job", "training-job"),
-        ("kubernetes:core/v1:ConfigMap", "training-spec"),  # the release's spec, named after it
+        ("kubernetes:core/v1:ConfigMap", "training-spec"),  # the release's inputs, named after it
         ("pulumi-python:dynamic:Resource", "training-record"),  # reads the new release back
         ("kubernetes:apps/v1:Deployment", "serving-deployment"),
+        ("pulumi-python:dynamic:Resource", "champion"),  # moves to the new release after rollout
     }
     # The Job is replaced: a new name.
     job_names = [
@@ -199,6 +225,52 @@ def test_dataset_version_change_moves_only_the_release(tmp_path: Path) -> None:
     # Stack outputs: only the release moved.
     diff = {k for k in renders[0].outputs if renders[0].outputs[k] != renders[1].outputs[k]}
     assert diff == {"release_id", "model_uri"}
+    # The second preview of an unchanged dataset reads its identity from the project's cache.
+    cache = json.loads((tmp_path / "v1" / "project" / ".mlops" / "dataset-hashes.json").read_text())
+    assert set(cache) == {f"s3://{bucket}/bc/v1.csv"}
+
+
+def test_a_new_commit_leaves_the_training_job_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    renders = []
+    for commit in ("a" * 40, "b" * 40):
+        monkeypatch.setenv("MLOPS_GIT_COMMIT", commit)
+        renders.append({(r.type, r.name): r for r in run_program("dev", REPO).resources})
+    before, after = renders
+    changed = {key for key in before if before[key].inputs != after[key].inputs}
+    # Only the lineage entry of the release's config map, which the engine keeps from the state
+    # (ignore_changes): the commit that first trained the release stays its lineage.
+    assert changed == {("kubernetes:core/v1:ConfigMap", "training-spec")}
+    old, new = (r[("kubernetes:core/v1:ConfigMap", "training-spec")] for r in (before, after))
+    moved = {k for k in old.inputs["data"] if old.inputs["data"][k] != new.inputs["data"][k]}
+    assert moved == {"git_commit"} and new.ignore_changes == ["data.git_commit"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"mlops:training": {"dataset": "data/train.csv"}},
+            "Pulumi.dev.yaml: mlops:training.dataset: 'data/train.csv' is a path on this machine, which "
+            "the training Job in the cluster cannot read; use s3://<bucket>/<key>",
+        ),
+        (
+            {"mlops:tracking": {"node_port": None}},
+            "the stack moves the registry alias 'champion' after each rollout, which needs an MLflow URL "
+            "reachable from where `pulumi up` runs: set mlops:tracking.host_tracking_uri",
+        ),
+    ],
+)
+def test_what_the_cluster_cannot_run_is_a_config_error(
+    tmp_path: Path, change: dict[str, dict[str, Any]], message: str
+) -> None:
+    from infra.config import ConfigError
+
+    config = _dev_config()
+    for key, fields in change.items():
+        config[key] = {**config[key], **fields}
+    with pytest.raises(ConfigError) as info:
+        run_program("dev", _project(tmp_path, config))
+    assert message in str(info.value)
 
 
 @pytest.mark.slow
@@ -240,9 +312,11 @@ def test_render_target_and_images_from_config(tmp_path: Path) -> None:
     job = render.find("kubernetes:batch/v1:Job", "training-job").inputs
     assert job["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/train" + digest
-    # Nothing runs when rendering, so nothing is read back: serving says so.
+    # Nothing runs when rendering, so nothing is read back (serving says so), and no rollout is
+    # awaited, so the champion alias is not moved.
     names = [(r.type, r.name) for r in render.resources]
     assert ("pulumi-python:dynamic:Resource", "training-record") not in names
+    assert ("pulumi-python:dynamic:Resource", "champion") not in names
     pod = render.find("kubernetes:apps/v1:Deployment", "serving-deployment").inputs["spec"]["template"]
     assert pod["metadata"]["annotations"]["mlops.dev/gates"] == "pending"
     assert pod["spec"]["containers"][0]["image"] == "ghcr.io/acme/serve" + digest

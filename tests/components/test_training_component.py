@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pytest
 import yaml
 
 from components.common import ImageSource, PushTarget
 from components.training import TrainingJob, TrainingJobArgs
+from model.lineage import ReleaseInputs
 from model.spec import TrainingSpec
 
 TOKEN = "mlops:index:TrainingJob"
@@ -19,7 +22,9 @@ SPEC = TrainingSpec(
     estimator="random_forest",
     params={"n_estimators": 10},
 )
-RID = "0123456789ab"
+RUNTIME = {"python": "3.11", "scikit-learn": "1.9.1"}
+RELEASE = ReleaseInputs.of(SPEC, "d" * 64, "c" * 64, RUNTIME)
+RID = RELEASE.release_id
 
 
 def _args(**overrides: object) -> TrainingJobArgs:
@@ -27,7 +32,7 @@ def _args(**overrides: object) -> TrainingJobArgs:
         "stack": "dev",
         "namespace": "ns",
         "spec": SPEC,
-        "release_id": RID,
+        "release": RELEASE,
         "image": ImageSource(dockerfile="images/Dockerfile.train", repository="mlops-train", tag="t1"),
         "push_target": PushTarget(server="localhost:30500"),
         "tracking_uri": "http://mlflow.ns.svc.cluster.local:5000",
@@ -61,27 +66,49 @@ def test_job_per_release_and_outputs(pulumi_mocks, unique) -> None:
     assert manifest["metadata"]["labels"]["app.kubernetes.io/component"] == "training"
     assert "annotations" not in manifest["metadata"]  # the provider waits for completion
     spec = manifest["spec"]
-    assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 3600
+    assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 3600
     assert "ttlSecondsAfterFinished" not in spec
-    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [1]
+    # Gate failed (5), bad spec (2) and release mismatch (4) fail the Job at once; registry and
+    # store failures (3) and crashes count against backoffLimit; evictions do not count.
+    fail_now, ignore = spec["podFailurePolicy"]["rules"]
+    assert fail_now["action"] == "FailJob" and sorted(fail_now["onExitCodes"]["values"]) == [2, 4, 5]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
-    assert container["command"] == ["python", "-m", "model.train", "--spec", "/etc/mlops/spec.yaml", "--json"]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "model.train",
+        "--spec",
+        "/etc/mlops/spec.yaml",
+        "--expected",
+        "/etc/mlops/expected.json",
+        "--no-promote",
+        "--json",
+    ]
     assert container["image"].startswith("localhost:30500/mlops-train@sha256:")
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.ns.svc.cluster.local:5000"
     assert env["MLOPS_ARTIFACT_ROOT"] == "s3://bucket"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert env["MLOPS_GIT_COMMIT"] == "abc123"
+    # The commit reaches the pod through the map, so the pod template is the same at every commit.
+    assert env["MLOPS_GIT_COMMIT"] == {
+        "configMapKeyRef": {"name": f"train-{RID}-spec", "key": "git_commit", "optional": True}
+    }
+    assert "abc123" not in str(spec["template"])
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"name": "spec", "configMap": {"name": f"train-{RID}-spec"}} in pod["volumes"]
+    assert {"name": "config", "configMap": {"name": f"train-{RID}-spec"}} in pod["volumes"]
 
-    config_map = pulumi_mocks.one("kubernetes:core/v1:ConfigMap", f"{name}-spec").inputs
-    assert config_map["immutable"] is True
-    assert TrainingSpec.model_validate(yaml.safe_load(config_map["data"]["spec.yaml"])) == SPEC
+    config_map = pulumi_mocks.one("kubernetes:core/v1:ConfigMap", f"{name}-spec")
+    data = config_map.inputs["data"]
+    assert config_map.inputs["immutable"] is True
+    assert TrainingSpec.model_validate(yaml.safe_load(data["spec.yaml"])) == SPEC
+    assert ReleaseInputs.from_dict(json.loads(data["expected.json"])) == RELEASE
+    assert data["git_commit"] == "abc123"
+    assert config_map.ignore_changes == ["data.git_commit"]  # lineage of the first training only
 
     image = pulumi_mocks.one("docker:index/image:Image", f"{name}-image").inputs
     assert image["imageName"] == "localhost:30500/mlops-train:t1"
@@ -90,6 +117,7 @@ def test_job_per_release_and_outputs(pulumi_mocks, unique) -> None:
     record = pulumi_mocks.one("pulumi-python:dynamic:Resource", f"{name}-record").inputs
     assert record["release_uri"] == f"s3://bucket/iris-model/{RID}"
     assert record["endpoint_url"] == "http://localhost:9000"
+    assert "tracking_uri" not in record  # the version is read from the store, not from MLflow
 
     out = pulumi_mocks.value(
         pulumi.Output.all(
@@ -117,7 +145,10 @@ def test_render_mode_skips_waiting_and_the_record(pulumi_mocks, unique) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"release_id": "latest"}, "release_id must be 12 lowercase hex digits, got 'latest'"),
+        (
+            {"release": ReleaseInputs("0" * 64, "d" * 64, "c" * 64, RUNTIME)},
+            "release was planned for spec sha256 000000000000, but spec hashes to",
+        ),
         ({"backoff_limit": 11}, "backoff_limit must be in 0..10, got 11"),
         ({"active_deadline_seconds": 5}, "active_deadline_seconds must be >= 60, got 5"),
         ({"push_target": None}, "push_target is required when the image is built"),

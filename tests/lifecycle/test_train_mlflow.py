@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from model.artifact import ReleaseMetadata, load_sklearn_model
+from model.artifact import Registration, ReleaseMetadata, load_sklearn_model
 from model.data import load_dataset, split_dataset
 from model.estimators import build_pipeline
 from model.registry import RELEASE_TAG, RegistryError
@@ -77,7 +77,17 @@ def test_train_register_and_load_back(registry: RegistrySettings, s3_env: S3Serv
     assert version.tags["mlops.code_hash"] == outcome.code_hash
     if head.returncode == 0:
         assert version.tags["mlops.git_commit"] == head.stdout.strip()
+    assert version.tags["mlops.runtime.scikit-learn"] == outcome.runtime["scikit-learn"]
     assert client.get_model_version_by_alias(spec.model_name, "champion").version == "1"
+    assert client.get_model_version_by_alias(spec.model_name, "candidate").version == "1"
+    assert outcome.gates["champion"] == "none"  # the first release had nothing to compare with
+    # The registered version is stored beside the release for readers without MLflow access.
+    registration = s3_env.client().get_object(
+        Bucket=bucket, Key=f"{spec.model_name}/{outcome.release_id}/registration.json"
+    )
+    assert Registration.from_json(registration["Body"].read().decode()) == Registration(
+        spec.model_name, outcome.release_id, "1"
+    )
     run_artifacts = {a.path for a in client.list_artifacts(str(outcome.run_id))}
     assert {"gates.json", "reference_profile.json"} <= run_artifacts
 
@@ -135,8 +145,10 @@ def test_champion_regression_blocks_a_worse_release(registry: RegistrySettings, 
     strong = _spec(model_name=name, gates=gates)
     train_release(strong, registry, tmp_path, log=lambda _: None)
     weak = _spec(model_name=name, gates=gates, params={"n_estimators": 1, "max_depth": 1})
-    with pytest.raises(GateFailure, match=r"champion minus allowed regression\): FAILED"):
+    with pytest.raises(GateFailure, match=r"champion minus allowed regression\): FAILED") as info:
         train_release(weak, registry, tmp_path, log=lambda _: None)
+    assert info.value.report.champion == "version 1"
+    assert info.value.report.as_dict()["champion"] == "version 1"
     assert len(_versions(registry, name)) == 1
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from model.artifact import directory_checksum
 from model.estimators import Task, build_pipeline
+from model.runtime import SklearnRuntime
 from model.runtime_bundle import RUNTIME_SUBDIR, BundleError, export_runtime, load_runtime
 from model.server.loader import load_release
-from model.server.runtime import SklearnRuntime
 from model.spec import RegistrySettings
 from tests.server.conftest import Release, copy_release
 

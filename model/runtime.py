@@ -10,7 +10,9 @@ So training compiles the pipeline (`model/runtime_bundle.py`) into one of:
   precision, with scikit-learn's float64 thresholds and per-tree leaf fractions;
 
 and `SklearnRuntime` is the fitted pipeline itself, the fallback. Only numpy and
-onnxruntime are imported here: the fast runtimes must load without scikit-learn.
+onnxruntime are imported here: the fast runtimes must load without scikit-learn. Training
+(which compiles and checks them) and the server (which loads them) share this module, so it is
+training code: a change to it is a new release.
 """
 
 from __future__ import annotations
