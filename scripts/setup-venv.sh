@@ -1,11 +1,11 @@
 # Sourced by scripts/release.sh and scripts/test.sh: make $MLOPS_VENV (default .venv) match
-# requirements.txt. Re-installs only when requirements.txt or pyproject.toml changed.
+# requirements.txt. Re-installs only when a requirements file or pyproject.toml changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MLOPS_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 stamp="$VENV/.mlops-requirements.sha256"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements.txt" "$ROOT"/images/requirements/*.txt "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$VENV/bin/python" ]]; then
   echo "==> creating virtualenv $VENV" >&2
   "$PYTHON" -m venv "$VENV"

@@ -28,7 +28,8 @@ def _venv_matching_this_checkout() -> Path:
     A reinstall would point the shared venv's editable install at the temporary copy.
     """
     venv = Path(sys.executable).parent.parent
-    want = hashlib.sha256((REPO / "requirements.txt").read_bytes() + (REPO / "pyproject.toml").read_bytes())
+    sources = [REPO / "requirements.txt", *sorted((REPO / "images" / "requirements").glob("*.txt"))]
+    want = hashlib.sha256(b"".join(p.read_bytes() for p in [*sources, REPO / "pyproject.toml"]))
     stamp = venv / ".mlops-requirements.sha256"
     have = stamp.read_text().strip() if stamp.is_file() else "(none)"
     assert have == want.hexdigest(), (

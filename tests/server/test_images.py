@@ -36,6 +36,8 @@ import atexit, json, os, sys
 from importlib import metadata
 _OUT = sys.argv.pop(1)
 def _report():
+    with open(_OUT + ".modules", "w") as out:
+        json.dump(sorted(sys.modules), out)
     modules = list(sys.modules.values())
     loaded = {os.path.normpath(m.__file__) for m in modules if getattr(m, "__file__", None)}
     found = set()
@@ -50,17 +52,24 @@ atexit.register(_report)
 """
 
 
+def _requirements_of(dockerfile: Path) -> Path:
+    match = re.search(r"^COPY (images/requirements/\S+\.txt) ", dockerfile.read_text(), re.MULTILINE)
+    assert match, f"{dockerfile} does not install from a file under images/requirements/"
+    return REPO / match.group(1)
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[str(canonicalize_name(name))] = version.strip()
+    return pins
+
+
 def _installed_by(dockerfile: Path) -> set[str]:
-    """The Dockerfile's `grep -E '^(a|b|c)=='` list of requirements.txt pins, with their dependencies."""
-    match = re.search(r"grep -E '\^\(([^)]*)\)=='", dockerfile.read_text())
-    assert match, f"{dockerfile} does not select its packages from requirements.txt with grep -E"
-    pending: list[str] = [canonicalize_name(name) for name in match.group(1).split("|")]
-    pinned = {
-        canonicalize_name(line.split("==")[0])
-        for line in (REPO / "requirements.txt").read_text().splitlines()
-        if "==" in line
-    }
-    assert set(pending) <= pinned, f"{dockerfile} selects packages requirements.txt does not pin"
+    """The packages the Dockerfile's requirements file pins, with their dependencies."""
+    pending: list[str] = list(_pins(_requirements_of(dockerfile)))
     closure: set[str] = set()
     while pending:
         name = pending.pop()
@@ -72,6 +81,29 @@ def _installed_by(dockerfile: Path) -> set[str]:
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 pending.append(canonicalize_name(requirement.name))
     return closure
+
+
+def test_every_image_pins_what_the_venv_has() -> None:
+    """One version per package across the images' files, and the one the tests run."""
+    seen: dict[str, tuple[str, Path]] = {}
+    for path in sorted((REPO / "images" / "requirements").glob("*.txt")):
+        for name, version in _pins(path).items():
+            first = seen.setdefault(name, (version, path))
+            assert first[0] == version, f"{name}: {version} in {path.name}, {first[0]} in {first[1].name}"
+    requirements = (REPO / "requirements.txt").read_text()
+    for included in ("training", "serving"):  # the MLflow image's database driver is not tested here
+        assert f"-r images/requirements/{included}.txt" in requirements
+        for name, version in _pins(REPO / "images" / "requirements" / f"{included}.txt").items():
+            assert metadata.version(name) == version, f"{name} {version} in {included}.txt, venv has another"
+
+
+def test_the_training_image_leaves_the_server_out() -> None:
+    """The training Job's image changes only with the training code (the files the id hashes)."""
+    dockerfile = (REPO / "images" / "Dockerfile.train").read_text()
+    copied = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert copied == ["images/requirements/training.txt", "model/"]
+    ignore = (REPO / "images" / "Dockerfile.train.dockerignore").read_text().splitlines()
+    assert "model/server/" in ignore and "!model/" in ignore
 
 
 def _loaded_by(code: str, *args: str, tmp_path: Path) -> set[str]:
@@ -146,5 +178,7 @@ runpy.run_module("model.train", run_name="__main__")
     )
     # The precompiled serving runtime is built (onnx) and checked (onnxruntime) at training.
     assert {"onnx", "onnxruntime", "mlflow", "skops"} <= loaded
+    modules = json.loads((tmp_path / "distributions.json.modules").read_text())
+    assert "model.runtime" in modules and not [m for m in modules if m.startswith("model.server")]
     missing = loaded - _installed_by(REPO / "images" / "Dockerfile.train")
     assert not missing, f"images/Dockerfile.train does not install {sorted(missing)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,50 @@ def test_a_release_without_a_bundle_serves_scikit_learn(releases: dict[str, Rele
     loaded = load_release(str(folder), directory_checksum(folder / "model"), None)
     assert loaded.runtime.name == "scikit-learn"
     assert loaded.runtime_reason == "the release has no precompiled runtime"
+
+
+def _record_libraries(folder: Path, **versions: str) -> None:
+    record = json.loads((folder / "release.json").read_text())
+    record["libraries"].update(versions)
+    (folder / "release.json").write_text(json.dumps(record))
+
+
+def test_scikit_learn_skew_is_refused_unless_the_precompiled_runtime_checks_out(
+    releases: dict[str, Release], tmp_path: Path
+) -> None:
+    """Deserialising a pipeline with another scikit-learn than training's is refused, by name."""
+    from importlib.metadata import version
+
+    from model.server.loader import LoadError
+
+    here = version("scikit-learn")
+    plain = copy_release(releases["lr"], tmp_path / "plain", without_runtime=True)
+    _record_libraries(plain, **{"scikit-learn": "1.6.1"})
+    with pytest.raises(LoadError) as info:
+        load_release(str(plain), directory_checksum(plain / "model"), None)
+    message = str(info.value)
+    assert f"scikit-learn 1.6.1 at training, {here} here" in message
+    assert "the release has no precompiled runtime" in message
+    # With its precompiled runtime, checked here against its reference predictions, it serves.
+    compiled = copy_release(releases["lr"], tmp_path / "compiled")
+    _record_libraries(compiled, **{"scikit-learn": "1.6.1"})
+    loaded = load_release(str(compiled), directory_checksum(compiled / "model"), None)
+    assert loaded.runtime.name != "scikit-learn"
+
+
+def test_the_version_stored_beside_the_release_is_reported(
+    releases: dict[str, Release], tmp_path: Path
+) -> None:
+    from model.artifact import Registration
+
+    folder = copy_release(releases["rf"], tmp_path)
+    registration = Registration(releases["rf"].model_name, releases["rf"].release_id, "41")
+    (folder / "registration.json").write_text(registration.to_json())
+    assert load_release(str(folder), None, None).model_version == "41"
+    assert load_release(str(folder), None, "7").model_version == "7"  # MLOPS_MODEL_VERSION wins
+    other = Registration(releases["rf"].model_name, "0" * 12, "99")
+    (folder / "registration.json").write_text(other.to_json())
+    assert load_release(str(folder), None, None).model_version == releases["rf"].release_id
 
 
 def test_string_labels_are_served_as_strings(workdir: Path, registry: RegistrySettings) -> None:
