@@ -1,0 +1,3 @@
+module mlops-cluster/pause
+
+go 1.22
