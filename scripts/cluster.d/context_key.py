@@ -7,7 +7,8 @@ file of the build context that the Dockerfile's COPY/ADD instructions read (COPY
 another stage and is skipped), after the ignore file's rules, applied the way Docker applies a
 .dockerignore: patterns in order, the last one that matches a path or one of its parent
 folders decides, `!` re-includes, `**` spans folders. So a change to model/server/ does not
-rebuild an image whose ignore file leaves model/server/ out. --list prints the files instead.
+rebuild an image whose ignore file leaves model/server/ out. --list prints the files instead,
+--summary a one-line digest of them.
 """
 
 from __future__ import annotations
@@ -109,10 +110,17 @@ def main() -> None:
     parser.add_argument("ignorefile", type=Path, nargs="?")
     parser.add_argument("--extra", default="")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--summary", action="store_true", help="one line: files, or folders with a count")
     args = parser.parse_args()
     files = context_files(args.context, args.dockerfile, args.ignorefile)
     if args.list:
         print("\n".join(files))
+        return
+    if args.summary:
+        groups: dict[str, list[str]] = {}
+        for name in files:
+            groups.setdefault(name.split("/", 1)[0], []).append(name)
+        print(", ".join(v[0] if len(v) == 1 else f"{k}/ ({len(v)} files)" for k, v in groups.items()))
         return
     digest = hashlib.sha256(args.extra.encode() + b"\n")
     for path in [args.dockerfile, args.ignorefile]:
