@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -17,7 +15,7 @@ from components.providers.model_alias import ModelAlias, ModelAliasArgs
 from components.registry import ModelRegistry, ModelRegistryArgs
 from components.serving import ModelServing, ModelServingArgs, ServedRelease, ServiceType
 from components.training import TrainingJob, TrainingJobArgs
-from infra.config import StackSettings, load_settings
+from infra.config import StackSettings, load_settings, project_dir
 from infra.release import pinned_release
 from model.lineage import git_commit, plan_release
 
@@ -115,7 +113,7 @@ def _training(
     assert spec is not None and settings.artifacts is not None
     # The release id, known at preview: the dataset is read with the stack's own S3 endpoint and
     # credentials, and only when its stored version is not in the project's .mlops/ cache.
-    plan = plan_release(spec, settings.dataset_access, Path.cwd() / ".mlops")
+    plan = plan_release(spec, settings.dataset_access, project_dir() / ".mlops")
     return TrainingJob(
         "training",
         TrainingJobArgs(

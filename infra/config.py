@@ -2,7 +2,7 @@
 
 `load_settings()` reads through `pulumi.Config` inside the Pulumi program; `load_stack_file()`
 reads the same keys from `Pulumi.yaml` defaults plus `Pulumi.<stack>.yaml`, for the `mlops`
-CLI and `python -m model.train --stack`, which run without the engine. Both validate through
+CLI, which runs without the engine. Both validate through
 the same models, so a key means the same thing everywhere.
 
 Secrets (`SECRET_KEYS`) are scalar string keys set with `pulumi config set --secret`; they are
@@ -222,7 +222,7 @@ class StackSettings(BaseModel):
     training: TrainingSpec | None = None
     """The release to train in this stack; None for stacks that only serve a pinned release."""
     registry: RegistrySettings = RegistrySettings()
-    """Tracking and artifact locations for local runs (`python -m model.train --stack`)."""
+    """Tracking and artifact locations for local runs (`mlops release --stack`)."""
     release: PinnedRelease | None = None
     """The release served by a stack that does not train."""
     kubernetes: KubernetesSettings = KubernetesSettings()

@@ -76,7 +76,7 @@ class RenderedResource:
     """Property paths the engine keeps from the stack's state (`ignore_changes`): not a diff."""
 
     def as_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "type": self.type,
             "name": self.name,
             "parent": self.parent,

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.services import S3Service
+
 REPO = Path(__file__).resolve().parents[2]
 PASSPHRASE = "test"
 DIGEST = "@sha256:" + "ab" * 32
@@ -83,13 +85,25 @@ class Engine:
     state: Path
     timings: dict[str, float] = field(default_factory=dict)
 
-    def pulumi(self, *args: str, stack: str | None = None, timeout: float = 180) -> Run:
+    def pulumi(
+        self,
+        *args: str,
+        stack: str | None = None,
+        timeout: float = 180,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Run:
         cmd = ["pulumi", *args, "--non-interactive"]
         if stack:
             cmd += ["--stack", stack]
         start = time.monotonic()
         proc = subprocess.run(
-            cmd, cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout
+            cmd,
+            cwd=cwd or self.project,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         run = Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
         self.timings[" ".join(args[:1] + ((stack,) if stack else ()))] = run.seconds
@@ -116,6 +130,18 @@ class Engine:
         for path in sorted(self.render_dirs[stack].rglob("*.yaml")):
             objects.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
         return objects
+
+
+def changed_steps(preview: dict[str, Any]) -> dict[str, set[str]]:
+    """type::name -> the set of ops of every step that is not `same`."""
+    out: dict[str, set[str]] = {}
+    for step in preview.get("steps", []):
+        if step.get("op") in (None, "same", "read", "refresh"):
+            continue
+        urn = step["urn"]
+        type_, name = urn.split("::")[-2].split("$")[-1], urn.split("::")[-1]
+        out.setdefault(f"{type_}::{name}", set()).add(step["op"])
+    return out
 
 
 def bootstrap_env() -> dict[str, str]:
@@ -169,7 +195,7 @@ def render_mode(config: dict[str, Any], render_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+def engine(tmp_path_factory: pytest.TempPathFactory, s3: S3Service) -> Engine:
     env = bootstrap_env()
     root = tmp_path_factory.mktemp("engine")
     project = root / "project"
@@ -190,9 +216,19 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     for stack in ("dev", "prod"):
         eng.write_stack_config(stack, render_mode(eng.stack_config(stack), render_dirs[stack]))
         eng.pulumi("stack", "init", stack).check()
+    # dev reads its s3:// datasets from a real store (SeaweedFS) with the stack's own endpoint
+    # and credentials, as `pulumi preview` does for users.
+    dev = eng.stack_config("dev")
+    dev["mlops:artifacts"] = {**dev["mlops:artifacts"], "endpoint_url": s3.endpoint_url}
+    eng.write_stack_config("dev", dev)
     # The mocks render fills every unset secret with a placeholder (load_stack_file with
     # assume_secrets=True); setting them on both stacks gives the engine the same view.
-    for stack in ("dev", "prod"):
-        for key, value in PROD_SECRETS.items():
+    dev_secrets = {
+        **PROD_SECRETS,
+        "mlops:s3_access_key_id": s3.access_key,
+        "mlops:s3_secret_access_key": s3.secret_key,
+    }
+    for stack, secrets in (("dev", dev_secrets), ("prod", PROD_SECRETS)):
+        for key, value in secrets.items():
             eng.pulumi("config", "set", "--secret", key, value, stack=stack).check()
     return eng

@@ -8,6 +8,7 @@ order: the later ones start from the stacks the first ones brought up.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import pytest
 import yaml
 
 from infra.render import RenderResult, render_stack
-from tests.engine.conftest import PROD_SECRETS, Engine
+from tests.engine.conftest import PROD_SECRETS, Engine, changed_steps
+from tests.services import S3Service
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +47,6 @@ def object_key(obj: dict[str, Any], auto_named: set[tuple[str, str]]) -> tuple[s
         if re.fullmatch(re.escape(logical) + r"-[0-9a-z]{8}", name):
             name = logical
     return (kind, str(meta.get("namespace") or ""), name)
-
-
-def changed_steps(preview: dict[str, Any]) -> dict[str, set[str]]:
-    """type::name -> the set of ops of every step that is not `same`."""
-    out: dict[str, set[str]] = {}
-    for step in preview.get("steps", []):
-        if step.get("op") in (None, "same", "read"):
-            continue
-        urn = step["urn"]
-        type_, name = urn.split("::")[-2].split("$")[-1], urn.split("::")[-1]
-        out.setdefault(f"{type_}::{name}", set()).add(step["op"])
-    return out
 
 
 # 1 -------------------------------------------------------------------------------------------
@@ -141,20 +131,26 @@ def test_secret_config_is_encrypted_and_never_printed(engine: Engine, tmp_path: 
 # 3 -------------------------------------------------------------------------------------------
 
 
-def test_dataset_change_replaces_the_job_and_updates_serving(engine: Engine) -> None:
+def test_dataset_change_replaces_the_job_and_updates_serving(engine: Engine, s3: S3Service) -> None:
     from sklearn.datasets import load_breast_cancer
-
-    frame = load_breast_cancer(as_frame=True).frame
-    frame.iloc[0, 0] = float(frame.iloc[0, 0]) + 0.5  # one value changed
-    data = engine.project / "data"
-    data.mkdir(exist_ok=True)
-    csv = data / "breast_cancer_v2.csv"
-    frame.to_csv(csv, index=False)
 
     engine.pulumi("preview", "--expect-no-changes", stack="dev").check()  # starts from a clean up
     old_jobs = [o["metadata"]["name"] for o in engine.manifests("dev") if o["kind"] == "Job"]
     config = engine.stack_config("dev")
-    config["mlops:training"]["dataset"] = str(csv)
+
+    # A path on this machine would not exist in the Job's pod: refused at preview, by key.
+    config["mlops:training"]["dataset"] = "data/breast_cancer_v2.csv"
+    engine.write_stack_config("dev", config)
+    local = engine.pulumi("preview", stack="dev")
+    assert local.returncode != 0
+    assert "mlops:training.dataset: 'data/breast_cancer_v2.csv' is a path on this machine" in local.output
+
+    # The new version of the data in the store, read with the stack's endpoint and credentials.
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.iloc[0, 0] = float(frame.iloc[0, 0]) + 0.5  # one value changed
+    bucket = s3.make_bucket("datasets")
+    s3.client().put_object(Bucket=bucket, Key="bc/v2.csv", Body=frame.to_csv(index=False).encode())
+    config["mlops:training"]["dataset"] = f"s3://{bucket}/bc/v2.csv"
     engine.write_stack_config("dev", config)
 
     changes = changed_steps(engine.preview_json("dev"))
@@ -169,12 +165,29 @@ def test_dataset_change_replaces_the_job_and_updates_serving(engine: Engine) -> 
         "kubernetes:core/v1:ConfigMap::training-spec",
         "kubernetes:apps/v1:Deployment::serving-deployment",
     }, changes
+    # The preview learnt the dataset's identity once; the next one reads only its ETag.
+    cache = json.loads((engine.project / ".mlops" / "dataset-hashes.json").read_text())
+    assert f"s3://{bucket}/bc/v2.csv" in cache
 
     engine.pulumi("up", "--yes", "--skip-preview", stack="dev").check()
     engine.pulumi("preview", "--expect-no-changes", stack="dev").check()
     # The render dir now holds only the new Job (the replaced one's manifest is deleted).
     new_jobs = [o["metadata"]["name"] for o in engine.manifests("dev") if o["kind"] == "Job"]
     assert len(old_jobs) == len(new_jobs) == 1 and old_jobs != new_jobs, (old_jobs, new_jobs)
+
+
+def test_a_new_commit_does_not_touch_the_training_job(engine: Engine) -> None:
+    """The commit is lineage (kept in the release's config map), not part of the Job."""
+
+    def lineage() -> str:
+        (config_map,) = [o for o in engine.manifests("dev") if o["kind"] == "ConfigMap"]
+        return str(config_map["data"]["git_commit"])
+
+    first = lineage()
+    for commit in ("1" * 40, "2" * 40):
+        engine.pulumi("preview", "--expect-no-changes", stack="dev", env={"MLOPS_GIT_COMMIT": commit}).check()
+        engine.pulumi("up", "--yes", "--skip-preview", stack="dev", env={"MLOPS_GIT_COMMIT": commit}).check()
+    assert lineage() == first  # the commit that first trained the release stays its lineage
 
 
 # 4 -------------------------------------------------------------------------------------------
@@ -212,7 +225,8 @@ def test_policy_pack_reads_the_dev_config_file(engine: Engine) -> None:
 # 5 -------------------------------------------------------------------------------------------
 
 
-def test_automation_api_reads_the_release_output(engine: Engine, tmp_path: Path) -> None:
+def test_automation_api_reads_the_release_output(engine: Engine, tmp_path: Path, s3_env: S3Service) -> None:
+    """(The mocks render reads dev's s3:// dataset with ambient credentials: `s3_env`.)"""
     from pulumi import automation as auto
 
     command = auto.PulumiCommand(

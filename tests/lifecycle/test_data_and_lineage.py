@@ -165,7 +165,12 @@ def test_dataset_identity_is_cached_by_file_version(tmp_path: Path, monkeypatch:
     load_dataset("sklearn:wine").frame.to_csv(path, index=False)
     reads: list[str] = []
     real_read = model.data._read
-    monkeypatch.setattr(model.data, "_read", lambda uri, access: reads.append(uri) or real_read(uri, access))
+
+    def counted(uri: str, access: S3Access | None) -> bytes:
+        reads.append(uri)
+        return real_read(uri, access)
+
+    monkeypatch.setattr(model.data, "_read", counted)
     cache = tmp_path / "cache"
     first = identify_dataset(str(path), cache_dir=cache)
     again = identify_dataset(str(path), cache_dir=cache)
@@ -193,7 +198,12 @@ def test_s3_dataset_identity_uses_the_given_credentials_and_the_etag(
     uri = f"s3://{bucket}/d.csv"
     reads: list[str] = []
     real_read = model.data._read
-    monkeypatch.setattr(model.data, "_read", lambda u, a: reads.append(u) or real_read(u, a))
+
+    def counted(uri: str, access: S3Access | None) -> bytes:
+        reads.append(uri)
+        return real_read(uri, access)
+
+    monkeypatch.setattr(model.data, "_read", counted)
 
     first = identify_dataset(uri, access, tmp_path)
     assert identify_dataset(uri, access, tmp_path) == first and reads == [uri]
