@@ -96,6 +96,9 @@ class ModelRegistryArgs:
     """MLflow replicas; must be 1 with SQLite."""
     tracking_node_port: int | None = None
     """Expose MLflow on this NodePort (dev) so that `pulumi up` reaches it; None: ClusterIP only."""
+    tracking_server_url: str | None = None
+    """An MLflow server outside the stack (managed, or run elsewhere), as pods reach it: no MLflow
+    is deployed and the backend settings are not used."""
     registry_mode: RegistryMode = RegistryMode.IN_CLUSTER
     """In-cluster registry (dev) or an external one (prod)."""
     registry_server: str | None = None
@@ -126,8 +129,17 @@ class ModelRegistryArgs:
             raise ValueError(f"tracking_replicas must be 1 with backend sqlite, got {self.tracking_replicas}")
         if self.tracking_replicas < 1:
             raise ValueError(f"tracking_replicas must be >= 1, got {self.tracking_replicas}")
-        if self.backend is BackendStore.EXTERNAL and self.database_url is None:
+        if (
+            self.backend is BackendStore.EXTERNAL
+            and self.database_url is None
+            and not self.tracking_server_url
+        ):
             raise ValueError("database_url is required with backend external (a secret), got None")
+        if self.tracking_server_url and self.tracking_node_port is not None:
+            raise ValueError(
+                f"tracking_node_port ({self.tracking_node_port}) exposes an in-cluster MLflow; "
+                f"there is none with tracking_server_url {self.tracking_server_url!r}"
+            )
         if self.registry_mode is RegistryMode.EXTERNAL and not self.registry_server:
             raise ValueError(
                 f"registry_server is required with registry_mode external, got {self.registry_server!r}"
@@ -155,8 +167,8 @@ class ModelRegistry(pulumi.ComponentResource):
     """Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for pods; None: ambient credentials."""
     image_pull_secret_name: pulumi.Output[str] | None
     """dockerconfigjson Secret for the external registry; None when pulls need no credentials."""
-    mlflow_image: pulumi.Output[str]
-    """The MLflow image reference deployed."""
+    mlflow_image: pulumi.Output[str] | None
+    """The MLflow image reference deployed; None with an external tracking server."""
     push_target: PushTarget
     """Where TrainingJob and ModelServing push the images they build (not a stack output)."""
 
@@ -252,12 +264,15 @@ class ModelRegistry(pulumi.ComponentResource):
             else:
                 self.image_pull_secret_name = None
 
-        # MLflow.
-        self.mlflow_image, _ = image_reference(
-            self, f"{name}-mlflow-image", args.mlflow_image, self.push_target, depends_on=registry_ready
-        )
-        mlflow_service = self._mlflow(name, args, child, s3_env)
-        self.tracking_uri = service_url(mlflow_service)
+        # MLflow, unless the stack uses a tracking server of its own.
+        if args.tracking_server_url:
+            self.mlflow_image = None
+            self.tracking_uri = pulumi.Output.from_input(args.tracking_server_url)
+        else:
+            self.mlflow_image, _ = image_reference(
+                self, f"{name}-mlflow-image", args.mlflow_image, self.push_target, depends_on=registry_ready
+            )
+            self.tracking_uri = service_url(self._mlflow(name, args, child, s3_env, self.mlflow_image))
 
         self.register_outputs(
             {
@@ -348,6 +363,7 @@ class ModelRegistry(pulumi.ComponentResource):
         args: ModelRegistryArgs,
         child: pulumi.ResourceOptions,
         s3_env: list[dict[str, Any]],
+        image: pulumi.Output[str],
     ) -> k8s.core.v1.Service:
         lbl = self._labels(args, "registry")
         selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
@@ -401,7 +417,7 @@ class ModelRegistry(pulumi.ComponentResource):
                         "containers": [
                             {
                                 "name": "mlflow",
-                                "image": self.mlflow_image,
+                                "image": image,
                                 "command": ["mlflow", "server"],
                                 "args": [
                                     "--host=0.0.0.0",

@@ -90,6 +90,7 @@ def _registry(
             tracking_storage_size=settings.tracking.storage_size,
             tracking_replicas=settings.tracking.replicas,
             tracking_node_port=settings.tracking.node_port,
+            tracking_server_url=settings.tracking.server_url,
             mlflow_image=_image(settings.images.mlflow, "images/Dockerfile.mlflow", "mlops-mlflow", settings),
             registry_mode=settings.container_registry.mode,
             registry_server=settings.container_registry.server,
@@ -247,7 +248,7 @@ def main() -> None:
         "images",
         {
             "serving": serving.image,
-            "mlflow": registry.mlflow_image,
+            **({"mlflow": registry.mlflow_image} if registry.mlflow_image is not None else {}),
             **({"training": training.image} if training is not None else {}),
         },
     )

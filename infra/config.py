@@ -121,20 +121,28 @@ class TrackingSettings(_Frozen):
     replicas: int = Field(default=1, ge=1)
     node_port: int | None = Field(default=None, ge=30000, le=32767)
     """Expose MLflow on this NodePort (dev), so that `pulumi up` reaches it as localhost:<port>."""
+    server_url: str | None = Field(default=None, pattern=r"^https?://")
+    """An MLflow server the stack uses instead of deploying one (managed MLflow, or one you run),
+    as pods reach it; the backend settings then do not apply."""
     host_tracking_uri: str | None = Field(default=None, pattern=r"^https?://")
     """MLflow URL reachable from where `pulumi up` runs (the registry aliases are moved there);
-    unset with node_port: http://localhost:<node_port>."""
+    unset: server_url, else http://localhost:<node_port>."""
 
     @model_validator(mode="after")
-    def _sqlite_single(self) -> TrackingSettings:
+    def _consistent(self) -> TrackingSettings:
         if self.backend is BackendStore.SQLITE and self.replicas != 1:
             raise ValueError(f"replicas must be 1 with backend 'sqlite' (got {self.replicas}); allowed: 1")
+        if self.server_url and self.node_port is not None:
+            raise ValueError(
+                f"node_port exposes an in-cluster MLflow; with server_url {self.server_url!r} there is "
+                "none: remove node_port"
+            )
         return self
 
     @property
     def host_uri(self) -> str | None:
-        if self.host_tracking_uri:
-            return self.host_tracking_uri
+        if self.host_tracking_uri or self.server_url:
+            return self.host_tracking_uri or self.server_url
         return f"http://localhost:{self.node_port}" if self.node_port else None
 
 
@@ -252,7 +260,11 @@ class StackSettings(BaseModel):
                 "mlops:container_registry.username is set but the password is not: run "
                 "`pulumi config set --secret mlops:container_registry_password <password>`"
             )
-        if self.tracking.backend is BackendStore.EXTERNAL and self.tracking_database_url is None:
+        if (
+            self.tracking.backend is BackendStore.EXTERNAL
+            and not self.tracking.server_url
+            and self.tracking_database_url is None
+        ):
             problems.append(
                 "mlops:tracking.backend is 'external' but mlops:tracking_database_url is not set: run "
                 "`pulumi config set --secret mlops:tracking_database_url postgresql://USER:PASS@HOST/DB`"

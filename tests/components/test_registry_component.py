@@ -154,6 +154,24 @@ def test_prod_registry_external_everything(pulumi_mocks, unique) -> None:
     assert pulumi_mocks.value(registry.push_target.password.is_secret()) is True
 
 
+def test_an_external_tracking_server_deploys_no_mlflow(pulumi_mocks, unique) -> None:
+    name = unique("reg")
+    server = "https://mlflow.example.internal"
+    args = _dev_args(create_bucket=False, tracking_server_url=server, backend=BackendStore.EXTERNAL)
+    registry = pulumi_mocks.build(lambda: ModelRegistry(name, args))
+    names = {c.name for c in pulumi_mocks.children_of(TOKEN, name)}
+    assert not {n for n in names if "mlflow" in n}, names
+    assert registry.mlflow_image is None
+    assert pulumi_mocks.value(registry.tracking_uri) == server
+
+
+def test_mlflow_on_a_node_port_for_the_host(pulumi_mocks, unique) -> None:
+    name = unique("reg")
+    pulumi_mocks.build(lambda: ModelRegistry(name, _dev_args(tracking_node_port=30550)))
+    service = pulumi_mocks.one("kubernetes:core/v1:Service", f"{name}-mlflow").inputs["spec"]
+    assert service["type"] == "NodePort" and service["ports"][0]["nodePort"] == 30550
+
+
 def test_docker_config_names_the_registry_host() -> None:
     from components.registry import _docker_config
 
@@ -170,6 +188,11 @@ def test_docker_config_names_the_registry_host() -> None:
         ({"registry_node_port": 8080}, "registry_node_port must be in 30000..32767, got 8080"),
         ({"backend": "postgres"}, "backend must be one of ['sqlite', 'external'], got 'postgres'"),
         ({"s3_secret_access_key": None}, "must be given together"),
+        ({"tracking_node_port": 80}, "tracking_node_port must be in 30000..32767, got 80"),
+        (
+            {"tracking_node_port": 30550, "tracking_server_url": "https://m"},
+            "tracking_node_port (30550) exposes an in-cluster MLflow; there is none with",
+        ),
     ],
 )
 def test_invalid_args_name_the_argument(overrides: dict[str, object], message: str) -> None:

@@ -83,6 +83,12 @@ def _set(path: str, value: Any) -> Any:
             "mlops:container_registry.mode: Input should be",
         ),
         ("prod", _set("mlops:serving.surge", 2), "mlops:serving.surge: Extra inputs are not permitted"),
+        (
+            "dev",
+            _set("mlops:tracking.server_url", "https://mlflow.example"),
+            "node_port exposes an in-cluster MLflow; with server_url 'https://mlflow.example' there is none",
+        ),
+        ("dev", _set("mlops:tracking.host_tracking_uri", "mlflow:5000"), "mlops:tracking.host_tracking_uri"),
     ],
 )
 def test_bad_config_names_the_file_and_key(tmp_path: Path, stack: str, edit: Any, expected: str) -> None:
