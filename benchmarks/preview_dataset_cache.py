@@ -23,15 +23,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from tests.engine.conftest import (
-    IGNORE,
-    PROD_SECRETS,
-    REPO,
-    Engine,
-    _point_at_venv,
-    bootstrap_env,
-    render_mode,
-)
+from tests.engine.conftest import PROD_SECRETS, Engine, new_engine, render_mode
 from tests.services import S3Service, start_seaweedfs
 
 
@@ -45,14 +37,8 @@ def _dataset(megabytes: int) -> bytes:
 
 
 def _engine(root: Path, s3: S3Service, dataset: str) -> Engine:
-    project = root / "project"
-    shutil.copytree(REPO, project, ignore=IGNORE, symlinks=True)
-    _point_at_venv(project / "Pulumi.yaml", ("runtime", "options", "virtualenv"))
-    env = bootstrap_env()
-    state = root / "state"
-    state.mkdir()
-    env.update(PULUMI_BACKEND_URL=f"file://{state}", PULUMI_CONFIG_PASSPHRASE="bench")
-    engine = Engine(project, env, {"dev": root / "rendered"}, state)
+    root.mkdir()
+    engine = new_engine(root)
     config = render_mode(engine.stack_config("dev"), root / "rendered")
     config["mlops:training"]["dataset"] = dataset
     config["mlops:artifacts"]["endpoint_url"] = s3.endpoint_url

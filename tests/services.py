@@ -149,8 +149,12 @@ class S3Service:
         self.process.stop()
 
 
-def start_seaweedfs(workdir: Path, timeout_s: float = 60) -> S3Service:
-    """`weed server` with its S3 gateway, credentials enforced, every port chosen free."""
+def start_seaweedfs(workdir: Path, timeout_s: float = 60, host: str = "127.0.0.1") -> S3Service:
+    """`weed server` with its S3 gateway, credentials enforced, every port chosen free.
+
+    `host` is the one address it listens on: loopback, or the local cluster's bridge address
+    (the host address its pods may reach) for a store the cluster's workloads use.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(exist_ok=True)
     access_key, secret_key = "mlops-test", uuid.uuid4().hex
@@ -170,8 +174,8 @@ def start_seaweedfs(workdir: Path, timeout_s: float = 60) -> S3Service:
         str(VENV_BIN / "weed"),
         "server",
         f"-dir={workdir / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={host}",
+        f"-ip.bind={host}",
         f"-master.port={master}",
         "-master.volumeSizeLimitMB=64",
         f"-volume.port={volume}",
@@ -193,7 +197,7 @@ def start_seaweedfs(workdir: Path, timeout_s: float = 60) -> S3Service:
     # Its graceful shutdown takes ~25 s; test data need no flush, so stop it quickly.
     process = ManagedProcess("seaweedfs", argv, workdir / "weed.log", env=env, grace_s=3)
     process.start()
-    service = S3Service(f"http://127.0.0.1:{s3}", access_key, secret_key, process)
+    service = S3Service(f"http://{host}:{s3}", access_key, secret_key, process)
     # The gateway answers before the filer and volume are ready: wait until a bucket round-trips.
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -226,8 +230,10 @@ class MlflowService:
         self.process.stop()
 
 
-def start_mlflow(workdir: Path, s3: S3Service, timeout_s: float = 90) -> MlflowService:
-    """`mlflow server` on SQLite, proxying run artifacts to a SeaweedFS bucket."""
+def start_mlflow(
+    workdir: Path, s3: S3Service, timeout_s: float = 90, host: str = "127.0.0.1"
+) -> MlflowService:
+    """`mlflow server` on SQLite, proxying run artifacts to a SeaweedFS bucket, listening on `host`."""
     workdir.mkdir(parents=True, exist_ok=True)
     runs_bucket = s3.make_bucket("mlflow-runs")
     releases_bucket = s3.make_bucket("releases")
@@ -240,7 +246,7 @@ def start_mlflow(workdir: Path, s3: S3Service, timeout_s: float = 90) -> MlflowS
         "--artifacts-destination",
         f"s3://{runs_bucket}/mlflow",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--workers",
@@ -249,5 +255,5 @@ def start_mlflow(workdir: Path, s3: S3Service, timeout_s: float = 90) -> MlflowS
     env = {**os.environ, **s3.env(), "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE": "true"}
     process = ManagedProcess("mlflow", argv, workdir / "mlflow.log", env=env)
     process.start()
-    process.wait_http(f"http://127.0.0.1:{port}/health", timeout_s)
-    return MlflowService(f"http://127.0.0.1:{port}", f"s3://{releases_bucket}", process)
+    process.wait_http(f"http://{host}:{port}/health", timeout_s)
+    return MlflowService(f"http://{host}:{port}", f"s3://{releases_bucket}", process)

@@ -170,7 +170,7 @@ def bootstrap_env() -> dict[str, str]:
     return env
 
 
-def _point_at_venv(path: Path, key_path: tuple[str, ...]) -> None:
+def point_at_venv(path: Path, key_path: tuple[str, ...]) -> None:
     data = yaml.safe_load(path.read_text())
     node = data
     for key in key_path[:-1]:
@@ -194,14 +194,17 @@ def render_mode(config: dict[str, Any], render_dir: Path) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory, s3: S3Service) -> Engine:
+def new_engine(root: Path) -> Engine:
+    """A copy of the repository under `root`, run by the bootstrap's engine on a backend of its own.
+
+    The copy's Pulumi.yaml and policy pack point at this interpreter's venv; the backend is a
+    file:// folder beside the copy, with a fixed passphrase. Stacks are left to the caller.
+    """
     env = bootstrap_env()
-    root = tmp_path_factory.mktemp("engine")
     project = root / "project"
     shutil.copytree(REPO, project, ignore=IGNORE, symlinks=True)
-    _point_at_venv(project / "Pulumi.yaml", ("runtime", "options", "virtualenv"))
-    _point_at_venv(project / "policy" / "PulumiPolicy.yaml", ("runtime", "options", "virtualenv"))
+    point_at_venv(project / "Pulumi.yaml", ("runtime", "options", "virtualenv"))
+    point_at_venv(project / "policy" / "PulumiPolicy.yaml", ("runtime", "options", "virtualenv"))
     state = root / "state"
     state.mkdir()
     env.update(
@@ -211,10 +214,16 @@ def engine(tmp_path_factory: pytest.TempPathFactory, s3: S3Service) -> Engine:
         PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
     )
     env.pop("PULUMI_ACCESS_TOKEN", None)
-    render_dirs = {s: root / "rendered" / s for s in ("dev", "prod")}
-    eng = Engine(project, env, render_dirs, state)
+    return Engine(project, env, {}, state)
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory, s3: S3Service) -> Engine:
+    root = tmp_path_factory.mktemp("engine")
+    eng = new_engine(root)
+    eng.render_dirs.update({s: root / "rendered" / s for s in ("dev", "prod")})
     for stack in ("dev", "prod"):
-        eng.write_stack_config(stack, render_mode(eng.stack_config(stack), render_dirs[stack]))
+        eng.write_stack_config(stack, render_mode(eng.stack_config(stack), eng.render_dirs[stack]))
         eng.pulumi("stack", "init", stack).check()
     # dev reads its s3:// datasets from a real store (SeaweedFS) with the stack's own endpoint
     # and credentials, as `pulumi preview` does for users.

@@ -165,7 +165,7 @@ def test_s3_down_before_upload_is_a_clear_error_and_registers_nothing(
     with pytest.raises(RegistryError) as info:
         train_release(spec, broken, tmp_path, log=lambda _: None)
     message = str(info.value)
-    assert f"could not upload release artifacts to s3://{bucket}/{spec.model_name}/" in message
+    assert f"uploading release artifacts to s3://{bucket}/{spec.model_name}/" in message
     assert dead.endpoint_url.split("//")[1] in message or "Could not connect" in message
     assert _versions(registry, spec.model_name) == []
 

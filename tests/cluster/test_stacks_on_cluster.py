@@ -1,0 +1,476 @@
+"""The dev and prod stacks through the real engine on a real single-node cluster.
+
+`pulumi up` of dev creates the namespace, the bucket, the image registry and MLflow, runs the
+training Job `train-<release_id>` (which really trains, gates and registers), reads the release
+record back, rolls out the server, and moves `champion` after the rollout. Then, in order, on
+the same stacks: an alias moved by hand shows up in `pulumi preview --refresh`; a new version
+of the dataset is previewed as a Job replacement and a serving update and rolled out with zero
+failed requests under steady load; a new commit changes nothing; a Job that fails for a
+transient reason (its pods cannot reach the artifact store) is retried as docs/deploy.md says;
+prod, pointed at a tracking server and a bucket outside the cluster, serves the release dev
+proved (pinned in its stack file) with the same predictions; a failing gate fails `pulumi up`
+and leaves serving alone; `pulumi destroy` leaves nothing behind.
+
+Traffic goes only to loopback, to the cluster's bridge address and to its service addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from mlflow import MlflowClient
+from sklearn.datasets import load_breast_cancer
+
+from model.artifact import REGISTRATION_FILE, Registration, ReleaseMetadata, load_sklearn_model
+from model.registry import RELEASE_TAG
+from tests.cluster.conftest import Cluster
+from tests.engine.conftest import REPO, Engine, changed_steps, new_engine
+from tests.services import MlflowService, S3Service, start_mlflow, start_seaweedfs
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+MODEL = "breast-cancer"
+UP_TIMEOUT = 20 * 60
+MLFLOW_ON_HOST = "http://localhost:30550"  # the dev stack's MLflow NodePort
+JOB_URN_TYPE = "kubernetes:batch/v1:Job::training-job"
+
+
+@dataclass
+class Stacks:
+    """What the tests of this module share, in the order they run."""
+
+    cluster: Cluster
+    engine: Engine
+    s3: S3Service
+    bucket: str
+    data_bucket: str
+    releases: list[str] = field(default_factory=list)
+    """Release ids dev served, oldest first."""
+
+    def up(self, stack: str, *extra: str, env: dict[str, str] | None = None, check: bool = True) -> Any:
+        run = self.engine.pulumi(
+            "up", "--yes", "--skip-preview", *extra, stack=stack, timeout=UP_TIMEOUT, env=env
+        )
+        return run.check() if check else run
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return dict(json.loads(self.engine.pulumi("stack", "output", "--json", stack=stack).check().stdout))
+
+    def service_url(self, namespace: str) -> str:
+        ip = self.cluster.get_json("-n", namespace, "service", MODEL)["spec"]["clusterIP"]
+        return f"http://{ip}:80"
+
+    def put_dataset(self, key: str, rows: int) -> str:
+        frame = load_breast_cancer(as_frame=True).frame.iloc[:rows]
+        self.s3.client().put_object(Bucket=self.data_bucket, Key=key, Body=frame.to_csv(index=False).encode())
+        return f"s3://{self.data_bucket}/{key}"
+
+    def set_training(self, **fields: Any) -> None:
+        config = self.engine.stack_config("dev")
+        config["mlops:training"] = {**config["mlops:training"], **fields}
+        self.engine.write_stack_config("dev", config)
+
+
+def _rows(n: int = 20) -> list[list[float]]:
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    return [[float(v) for v in row] for row in frame.iloc[:n].to_numpy()]
+
+
+def _columns() -> list[str]:
+    return [str(c) for c in load_breast_cancer(as_frame=True).frame.drop(columns="target").columns]
+
+
+def _predict(url: str, rows: list[list[float]]) -> tuple[list[Any], httpx.Headers]:
+    body = {"dataframe_split": {"columns": _columns(), "data": rows}}
+    response = httpx.post(f"{url}/invocations", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    return list(response.json()["predictions"]), response.headers
+
+
+def _in_process(s3: S3Service, model_uri: str, rows: list[list[float]], tmp: Path) -> list[Any]:
+    """What the release's own scikit-learn pipeline predicts, loaded from the bucket here."""
+    bucket, _, prefix = model_uri.removeprefix("s3://").partition("/")
+    client = s3.client()
+    folder = tmp / prefix
+    for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]:
+        path = tmp / item["Key"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, item["Key"], str(path))
+    metadata = ReleaseMetadata.from_json((folder / "release.json").read_text())
+    pipeline = load_sklearn_model(folder / "model", metadata.estimator, metadata.task, metadata.model_sha256)
+    import pandas as pd
+
+    return [int(v) for v in pipeline.predict(pd.DataFrame(rows, columns=_columns()))]
+
+
+class SteadyLoad:
+    """One request after another on a new connection each (as clients of a Service would), until
+    stopped or `limit_s` passed; records every failure."""
+
+    def __init__(self, url: str, limit_s: float = UP_TIMEOUT) -> None:
+        self.url, self.limit_s = url, limit_s
+        self.ok = 0
+        self.failures: list[str] = []
+        self.releases: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        body = {"dataframe_split": {"columns": _columns(), "data": _rows(1)}}
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                response = httpx.post(f"{self.url}/invocations", json=body, timeout=5)
+                if response.status_code == 200:
+                    self.ok += 1
+                    self.releases.add(response.headers.get("x-release-id", "?"))
+                else:
+                    self.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
+            except httpx.HTTPError as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _versions(name: str, tracking_uri: str = MLFLOW_ON_HOST) -> dict[str, str]:
+    """version -> release id, of every registered version of `name`."""
+    client = MlflowClient(tracking_uri, tracking_uri)
+    return {
+        str(v.version): v.tags.get(RELEASE_TAG, "") for v in client.search_model_versions(f"name = '{name}'")
+    }
+
+
+def _alias(alias: str, tracking_uri: str = MLFLOW_ON_HOST) -> str | None:
+    client = MlflowClient(tracking_uri, tracking_uri)
+    value = (client.get_registered_model(MODEL).aliases or {}).get(alias)
+    return None if value is None else str(value)
+
+
+def _job_pods(cluster: Cluster, namespace: str, release_id: str) -> list[dict[str, Any]]:
+    pods = cluster.get_json("-n", namespace, "pods", "-l", f"job-name=train-{release_id}")["items"]
+    return list(pods)
+
+
+def _exit_codes(pods: list[dict[str, Any]]) -> list[int]:
+    codes = []
+    for pod in pods:
+        for status in pod.get("status", {}).get("containerStatuses", []):
+            terminated = status.get("state", {}).get("terminated")
+            if terminated:
+                codes.append(int(terminated["exitCode"]))
+    return codes
+
+
+@pytest.fixture(scope="module")
+def stacks(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    root = tmp_path_factory.mktemp("cluster-stacks")
+    # The artifact store on the host's bridge address: the one host address pods may reach.
+    s3 = start_seaweedfs(root / "seaweedfs", host=str(cluster.bridge_ip))
+    engine = new_engine(root)
+    shared = Stacks(cluster, engine, s3, f"dev-{uuid.uuid4().hex[:8]}", s3.make_bucket("datasets"))
+    config = engine.stack_config("dev")
+    config.update(
+        {
+            "mlops:kubernetes": {"kubeconfig": str(cluster.kubeconfig_flat)},
+            "mlops:images": dict(cluster.images),
+            "mlops:artifacts": {
+                "bucket": shared.bucket,
+                "endpoint_url": s3.endpoint_url,
+                "force_destroy": True,
+            },
+            "mlops:training_job": {"timeout_minutes": 15, "active_deadline_seconds": 900},
+            "mlops:serving": {"replicas": 1, "max_replicas": 2, "drain_seconds": 3},
+        }
+    )
+    config["mlops:training"] = {
+        **config["mlops:training"],
+        "dataset": shared.put_dataset("bc/v1.csv", 569),
+        "params": {"n_estimators": 30, "max_depth": 6},
+    }
+    engine.write_stack_config("dev", config)
+    engine.pulumi("stack", "init", "dev").check()
+    for key, value in (
+        ("mlops:s3_access_key_id", s3.access_key),
+        ("mlops:s3_secret_access_key", s3.secret_key),
+    ):
+        engine.pulumi("config", "set", "--secret", key, value, stack="dev").check()
+    try:
+        yield shared
+    finally:
+        for stack in ("prod", "dev"):  # whatever a failed test left behind
+            if engine.pulumi("stack", "select", stack).returncode == 0:
+                engine.pulumi("destroy", "--yes", "--skip-preview", stack=stack, timeout=UP_TIMEOUT)
+        s3.stop()
+
+
+def test_up_trains_in_a_job_registers_rolls_out_and_serves(stacks: Stacks, tmp_path: Path) -> None:
+    cluster = stacks.cluster
+    stacks.up("dev")
+    out = stacks.outputs("dev")
+    rid, version = out["release_id"], out["model_version"]
+    stacks.releases.append(rid)
+    # The Job ran to completion under its release's name, and registered that release.
+    job = cluster.get_json("-n", "mlops-dev", "job", f"train-{rid}")
+    assert job["status"].get("succeeded") == 1, job["status"]
+    assert _versions(MODEL) == {version: rid}
+    assert _alias("candidate") == version and _alias("champion") == version
+    assert out["champion"] == {"alias": "champion", "version": version}
+    # The release record the Job wrote was read back: checksum and version reach the pods.
+    registration = stacks.s3.client().get_object(
+        Bucket=stacks.bucket, Key=f"{MODEL}/{rid}/{REGISTRATION_FILE}"
+    )
+    assert Registration.from_json(registration["Body"].read().decode()).version == version
+    deployment = cluster.get_json("-n", "mlops-dev", "deployment", f"{MODEL}-stable")
+    assert deployment["status"].get("readyReplicas") == 1
+    pod = deployment["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MLOPS_MODEL_VERSION"] == version and len(env["MLOPS_MODEL_SHA256"]) == 64
+    assert pod["metadata"]["labels"]["mlops.dev/release"] == rid
+    # A prediction through the Service equals the release's own pipeline, in this process.
+    rows = _rows()
+    served, headers = _predict(stacks.service_url("mlops-dev"), rows)
+    assert headers["x-release-id"] == rid
+    assert served == _in_process(stacks.s3, out["model_uri"], rows, tmp_path)
+
+
+def test_an_alias_moved_by_hand_shows_in_preview_refresh(stacks: Stacks) -> None:
+    client = MlflowClient(MLFLOW_ON_HOST, MLFLOW_ON_HOST)
+    served = _alias("champion")
+    stray = client.create_model_version(MODEL, f"s3://{stacks.bucket}/elsewhere/model").version
+    client.set_registered_model_alias(MODEL, "champion", stray)
+    stacks.engine.pulumi("preview", "--expect-no-changes", stack="dev").check()  # the state cannot know
+    changes = changed_steps(stacks.engine.preview_json("dev", "--refresh"))
+    assert changes == {"pulumi-python:dynamic:Resource::champion": {"update"}}, changes
+    stacks.up("dev", "--refresh")
+    assert _alias("champion") == served
+    client.delete_model_version(MODEL, stray)
+
+
+def test_a_new_dataset_version_rolls_out_with_zero_failed_requests(stacks: Stacks) -> None:
+    old = stacks.releases[-1]
+    stacks.set_training(dataset=stacks.put_dataset("bc/v2.csv", 560))
+    changes = changed_steps(stacks.engine.preview_json("dev"))
+    replaced = {"create-replacement", "replace", "delete-replaced"}
+    assert changes[JOB_URN_TYPE] & replaced, changes
+    assert changes["kubernetes:apps/v1:Deployment::serving-deployment"] == {"update"}, changes
+    assert set(changes) == {
+        JOB_URN_TYPE,
+        "kubernetes:core/v1:ConfigMap::training-spec",
+        "pulumi-python:dynamic:Resource::training-record",
+        "kubernetes:apps/v1:Deployment::serving-deployment",
+        "pulumi-python:dynamic:Resource::champion",
+    }, changes
+
+    with SteadyLoad(stacks.service_url("mlops-dev")) as load:
+        stacks.up("dev")
+        time.sleep(2)  # a few requests after the rollout too
+    new = stacks.outputs("dev")["release_id"]
+    stacks.releases.append(new)
+    assert new != old
+    assert load.failures == [], load.failures[:10]
+    assert load.ok > 50 and load.releases == {old, new}, (load.ok, load.releases)
+    registered = _versions(MODEL)
+    assert set(registered.values()) == {old, new}  # the old release stays registered
+    assert registered[_alias("champion") or ""] == new
+    assert (
+        stacks.cluster.kubectl("-n", "mlops-dev", "get", "job", f"train-{old}", check=False).returncode != 0
+    )
+
+
+def test_a_new_commit_changes_nothing_on_the_cluster(stacks: Stacks) -> None:
+    commit = {"MLOPS_GIT_COMMIT": uuid.uuid4().hex + "abcdefgh"}
+    stacks.engine.pulumi("preview", "--expect-no-changes", stack="dev", env=commit).check()
+
+
+@pytest.fixture
+def store_unreachable_from_pods(stacks: Stacks) -> Iterator[Any]:
+    """Pods' connections to the artifact store are refused (the host's own are not); yields the
+    function that lifts the outage (idempotent; teardown calls it too)."""
+    port = stacks.s3.endpoint_url.rsplit(":", 1)[1]
+    cluster = stacks.cluster
+    rule = ["INPUT", "-s", str(cluster.pod_cidr), "-d", str(cluster.bridge_ip), "-p", "tcp", "--dport", port]
+    rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
+    subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+
+    def lift() -> None:
+        while subprocess.run(["iptables", "-D", *rule], capture_output=True, timeout=30).returncode == 0:
+            pass
+
+    try:
+        yield lift
+    finally:
+        lift()
+
+
+def _new_job(stacks: Stacks) -> str:
+    """The release id of the one Job in dev's namespace that is not the served release's."""
+    jobs = stacks.cluster.get_json("-n", "mlops-dev", "jobs")["items"]
+    names = [j["metadata"]["name"] for j in jobs if j["metadata"]["name"] != f"train-{stacks.releases[-1]}"]
+    assert len(names) == 1, names
+    return str(names[0]).removeprefix("train-")
+
+
+def test_a_job_failed_for_a_transient_reason_is_retried_as_documented(
+    stacks: Stacks, store_unreachable_from_pods: Any
+) -> None:
+    cluster = stacks.cluster
+    before = _versions(MODEL)
+    stacks.set_training(seed=7)
+    assert stacks.up("dev", check=False).returncode != 0
+    planned = _new_job(stacks)
+    pods = _job_pods(cluster, "mlops-dev", planned)
+    # Store failures are retried (backoffLimit 2: three pods), each exiting 3; then the Job fails.
+    assert _exit_codes(pods) == [3, 3, 3], [p["status"] for p in pods]
+    conditions = cluster.get_json("-n", "mlops-dev", "job", f"train-{planned}")["status"]["conditions"]
+    assert any(c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded" for c in conditions), (
+        conditions
+    )
+    assert _versions(MODEL) == before  # nothing registered
+    served = cluster.get_json("-n", "mlops-dev", "deployment", f"{MODEL}-stable")
+    assert served["spec"]["template"]["metadata"]["labels"]["mlops.dev/release"] == stacks.releases[-1]
+
+    # The retry from docs/deploy.md, once the store is reachable again.
+    store_unreachable_from_pods()
+    cluster.kubectl("-n", "mlops-dev", "delete", "job", f"train-{planned}", "--wait=true", timeout=120)
+    stacks.up("dev", "--refresh")
+    out = stacks.outputs("dev")
+    assert out["release_id"] == planned
+    stacks.releases.append(planned)
+    assert _versions(MODEL)[out["model_version"]] == planned
+    assert _predict(stacks.service_url("mlops-dev"), _rows(1))[1]["x-release-id"] == planned
+
+
+def _promote_by_hand(stacks: Stacks, prod_mlflow: MlflowService, prod_bucket: str) -> dict[str, str]:
+    """What `mlops promote` will do: copy the release dev serves, register it in prod's registry."""
+    rid = stacks.releases[-1]
+    client = stacks.s3.client()
+    prefix = f"{MODEL}/{rid}/"
+    for item in client.list_objects_v2(Bucket=stacks.bucket, Prefix=prefix)["Contents"]:
+        client.copy_object(
+            Bucket=prod_bucket, Key=item["Key"], CopySource={"Bucket": stacks.bucket, "Key": item["Key"]}
+        )
+    metadata = ReleaseMetadata.from_json(
+        client.get_object(Bucket=prod_bucket, Key=prefix + "release.json")["Body"].read().decode()
+    )
+    registry = MlflowClient(prod_mlflow.tracking_uri, prod_mlflow.tracking_uri)
+    registry.create_registered_model(MODEL)
+    version = registry.create_model_version(
+        MODEL, f"s3://{prod_bucket}/{prefix}model", tags={RELEASE_TAG: rid, "mlops.promoted_from": "dev"}
+    ).version
+    registration = Registration(MODEL, rid, str(version))
+    client.put_object(
+        Bucket=prod_bucket, Key=prefix + REGISTRATION_FILE, Body=registration.to_json().encode()
+    )
+    return {
+        "model_name": MODEL,
+        "release_id": rid,
+        "model_version": str(version),
+        "model_sha256": metadata.model_sha256,
+        "gates": "passed",
+    }
+
+
+@pytest.fixture
+def prod_mlflow(stacks: Stacks, tmp_path: Path) -> Iterator[MlflowService]:
+    """Prod's tracking server, outside the cluster (on the host)."""
+    service = start_mlflow(tmp_path / "prod-mlflow", stacks.s3)
+    yield service
+    service.stop()
+
+
+def test_prod_serves_the_release_dev_proved(stacks: Stacks, prod_mlflow: MlflowService) -> None:
+    cluster, engine = stacks.cluster, stacks.engine
+    prod_bucket = stacks.s3.make_bucket("prod")
+    pin = _promote_by_hand(stacks, prod_mlflow, prod_bucket)
+    prod = yaml.safe_load((REPO / "Pulumi.prod.yaml").read_text())["config"]
+    prod.update(
+        {
+            "mlops:release": pin,
+            "mlops:registry": {
+                "tracking_uri": prod_mlflow.tracking_uri,
+                "artifact_root": f"s3://{prod_bucket}",
+            },
+            "mlops:kubernetes": {"kubeconfig": str(cluster.kubeconfig_flat)},
+            "mlops:images": {**prod["mlops:images"], **{k: cluster.images[k] for k in ("serving", "mlflow")}},
+            "mlops:artifacts": {
+                "bucket": prod_bucket,
+                "create": False,
+                "endpoint_url": stacks.s3.endpoint_url,
+            },
+            "mlops:tracking": {"server_url": prod_mlflow.tracking_uri},
+            # Prod's footprint, scaled to one small node: the replicas, spread and budget stay.
+            "mlops:serving": {**prod["mlops:serving"], "cpu_request": "100m", "memory_request": "256Mi"},
+        }
+    )
+    engine.write_stack_config("prod", prod)
+    engine.pulumi("stack", "init", "prod").check()
+    secrets = {
+        "mlops:s3_access_key_id": stacks.s3.access_key,
+        "mlops:s3_secret_access_key": stacks.s3.secret_key,
+        "mlops:container_registry_password": "unused-here-images-are-local",
+    }
+    for key, value in secrets.items():
+        engine.pulumi("config", "set", "--secret", key, value, stack="prod").check()
+    stacks.up("prod")
+
+    deployment = cluster.get_json("-n", "mlops-prod", "deployment", f"{MODEL}-stable")
+    assert deployment["status"].get("readyReplicas") == 3
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["topologySpreadConstraints"] and "@sha256:" in spec["containers"][0]["image"]
+    assert cluster.get_json("-n", "mlops-prod", "pdb")["items"], "no PodDisruptionBudget"
+    rows = _rows()
+    prod_answers, headers = _predict(stacks.service_url("mlops-prod"), rows)
+    assert headers["x-release-id"] == pin["release_id"]
+    assert prod_answers == _predict(stacks.service_url("mlops-dev"), rows)[0]
+    assert _alias("champion", prod_mlflow.tracking_uri) == pin["model_version"]
+
+    engine.pulumi("destroy", "--yes", "--skip-preview", stack="prod", timeout=UP_TIMEOUT).check()
+    assert cluster.kubectl("get", "namespace", "mlops-prod", check=False).returncode != 0
+
+
+def test_a_failing_gate_fails_up_and_leaves_serving_alone(stacks: Stacks) -> None:
+    cluster = stacks.cluster
+    before, serving = _versions(MODEL), stacks.releases[-1]
+    config = stacks.engine.stack_config("dev")
+    gates = {**config["mlops:training"]["gates"], "thresholds": {"accuracy": {"min": 0.9999}}}
+    stacks.set_training(gates=gates)
+    assert stacks.up("dev", check=False).returncode != 0
+    rid = _new_job(stacks)
+    # Exit 5 fails the Job at once: one pod, no retries.
+    assert _exit_codes(_job_pods(cluster, "mlops-dev", rid)) == [5]
+    status = cluster.get_json("-n", "mlops-dev", "job", f"train-{rid}")["status"]
+    assert any(c.get("reason") == "PodFailurePolicy" for c in status["conditions"]), status
+    assert _versions(MODEL) == before
+    headers = _predict(stacks.service_url("mlops-dev"), _rows(1))[1]
+    assert headers["x-release-id"] == serving
+    deployment = cluster.get_json("-n", "mlops-dev", "deployment", f"{MODEL}-stable")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["mlops.dev/release"] == serving
+    assert _alias("champion") == next(v for v, r in _versions(MODEL).items() if r == serving)
+
+
+def test_destroy_leaves_nothing_in_the_namespace(stacks: Stacks) -> None:
+    cluster = stacks.cluster
+    stacks.engine.pulumi("destroy", "--yes", "--skip-preview", stack="dev", timeout=UP_TIMEOUT).check()
+    assert cluster.kubectl("get", "namespace", "mlops-dev", check=False).returncode != 0
+    left = cluster.kubectl("get", "all,configmaps,secrets,pvc", "-n", "mlops-dev", "-o", "name", check=False)
+    assert left.stdout.strip() == "", left.stdout
+    buckets = {b["Name"] for b in stacks.s3.client().list_buckets()["Buckets"]}
+    assert stacks.bucket not in buckets  # force_destroy: the dev bucket went with the stack
