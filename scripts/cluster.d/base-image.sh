@@ -12,8 +12,9 @@
 set -eu
 
 [ -x /usr/bin/python3 ] || { echo "base-image.sh: no python3 in the root filesystem" >&2; exit 1; }
-command -v useradd >/dev/null && command -v groupadd >/dev/null \
-  || { echo "base-image.sh: useradd/groupadd missing" >&2; exit 1; }
+for tool in useradd groupadd; do
+  command -v "$tool" >/dev/null || { echo "base-image.sh: $tool missing" >&2; exit 1; }
+done
 
 rm -f /usr/lib/python3*/EXTERNALLY-MANAGED
 mkdir -p /usr/local/bin
