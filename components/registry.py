@@ -94,6 +94,9 @@ class ModelRegistryArgs:
     """PVC size for the SQLite backend."""
     tracking_replicas: int = 1
     """MLflow replicas; must be 1 with SQLite."""
+    tracking_workers: int | None = None
+    """MLflow server worker processes (~300 MB each); None: 1 with SQLite (writes serialise
+    anyway), 2 with an external database. MLflow's own default of 4 needs more than 1 GiB."""
     tracking_node_port: int | None = None
     """Expose MLflow on this NodePort (dev) so that `pulumi up` reaches it; None: ClusterIP only."""
     tracking_server_url: str | None = None
@@ -129,6 +132,8 @@ class ModelRegistryArgs:
             raise ValueError(f"tracking_replicas must be 1 with backend sqlite, got {self.tracking_replicas}")
         if self.tracking_replicas < 1:
             raise ValueError(f"tracking_replicas must be >= 1, got {self.tracking_replicas}")
+        if self.tracking_workers is not None and not 1 <= self.tracking_workers <= 16:
+            raise ValueError(f"tracking_workers must be in 1..16, got {self.tracking_workers}")
         if (
             self.backend is BackendStore.EXTERNAL
             and self.database_url is None
@@ -367,6 +372,7 @@ class ModelRegistry(pulumi.ComponentResource):
     ) -> k8s.core.v1.Service:
         lbl = self._labels(args, "registry")
         selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+        workers = args.tracking_workers or (1 if args.backend is BackendStore.SQLITE else 2)
         env: list[dict[str, Any]] = [
             *s3_env,
             {"name": "HOME", "value": "/tmp"},
@@ -421,6 +427,7 @@ class ModelRegistry(pulumi.ComponentResource):
                                 "command": ["mlflow", "server"],
                                 "args": [
                                     "--host=0.0.0.0",
+                                    f"--workers={workers}",
                                     f"--port={MLFLOW_PORT}",
                                     f"--backend-store-uri={backend_uri}",
                                     # Clients (the training Job) write artifacts to S3 themselves.
@@ -433,7 +440,10 @@ class ModelRegistry(pulumi.ComponentResource):
                                 "volumeMounts": mounts,
                                 "readinessProbe": probe,
                                 "livenessProbe": {**probe, "initialDelaySeconds": 30},
-                                "resources": resources("100m", "512Mi", "1", "1Gi"),
+                                # The server process plus ~300 MB per worker.
+                                "resources": resources(
+                                    "100m", f"{256 + 256 * workers}Mi", "1", f"{512 + 512 * workers}Mi"
+                                ),
                                 "securityContext": container_security_context(),
                             }
                         ],

@@ -89,6 +89,7 @@ def _registry(
             database_url=_secret(settings.tracking_database_url),
             tracking_storage_size=settings.tracking.storage_size,
             tracking_replicas=settings.tracking.replicas,
+            tracking_workers=settings.tracking.workers,
             tracking_node_port=settings.tracking.node_port,
             tracking_server_url=settings.tracking.server_url,
             mlflow_image=_image(settings.images.mlflow, "images/Dockerfile.mlflow", "mlops-mlflow", settings),

@@ -119,6 +119,8 @@ class TrackingSettings(_Frozen):
     """sqlite: a PVC, one replica, Recreate; external: the secret mlops:tracking_database_url."""
     storage_size: str = Field(default="2Gi", pattern=_QUANTITY)
     replicas: int = Field(default=1, ge=1)
+    workers: int | None = Field(default=None, ge=1, le=16)
+    """MLflow server workers (~300 MB each); unset: 1 with sqlite, 2 with an external database."""
     node_port: int | None = Field(default=None, ge=30000, le=32767)
     """Expose MLflow on this NodePort (dev), so that `pulumi up` reaches it as localhost:<port>."""
     server_url: str | None = Field(default=None, pattern=r"^https?://")

@@ -38,7 +38,8 @@ from tests.cluster.conftest import Cluster
 from tests.engine.conftest import REPO, Engine, changed_steps, new_engine
 from tests.services import MlflowService, S3Service, start_mlflow, start_seaweedfs
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Each step waits for real rollouts and trainings: longer than the suite's 10-minute default.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(40 * 60)]
 
 MODEL = "breast-cancer"
 UP_TIMEOUT = 20 * 60
@@ -182,6 +183,8 @@ def _exit_codes(pods: list[dict[str, Any]]) -> list[int]:
 @pytest.fixture(scope="module")
 def stacks(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
     root = tmp_path_factory.mktemp("cluster-stacks")
+    for namespace in ("mlops-dev", "mlops-prod"):  # left by an interrupted run on a kept cluster
+        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=180s", timeout=200)
     # The artifact store on the host's bridge address: the one host address pods may reach.
     s3 = start_seaweedfs(root / "seaweedfs", host=str(cluster.bridge_ip))
     engine = new_engine(root)
