@@ -377,6 +377,9 @@ class ModelRegistry(pulumi.ComponentResource):
             *s3_env,
             {"name": "HOME", "value": "/tmp"},
             {"name": "TMPDIR", "value": "/tmp"},
+            # MLflow 3 starts a job runner with seven consumer processes (~220 MB each, 1.5 GB
+            # in all) for its GenAI jobs by default; a model registry needs none of them.
+            {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
         ]
         volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
         mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
