@@ -135,7 +135,7 @@ class SteadyLoad:
                 response = httpx.post(f"{self.url}/invocations", json=body, timeout=5)
                 if response.status_code == 200:
                     self.ok += 1
-                    self.releases.add(response.headers.get("x-release-id", "?"))
+                    self.releases.add(response.headers.get("x-mlops-release-id", "?"))
                 else:
                     self.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
             except httpx.HTTPError as exc:
@@ -250,7 +250,7 @@ def test_up_trains_in_a_job_registers_rolls_out_and_serves(stacks: Stacks, tmp_p
     # A prediction through the Service equals the release's own pipeline, in this process.
     rows = _rows()
     served, headers = _predict(stacks.service_url("mlops-dev"), rows)
-    assert headers["x-release-id"] == rid
+    assert headers["x-mlops-release-id"] == rid
     assert served == _in_process(stacks.s3, out["model_uri"], rows, tmp_path)
 
 
@@ -358,7 +358,7 @@ def test_a_job_failed_for_a_transient_reason_is_retried_as_documented(
     assert out["release_id"] == planned
     stacks.releases.append(planned)
     assert _versions(MODEL)[out["model_version"]] == planned
-    assert _predict(stacks.service_url("mlops-dev"), _rows(1))[1]["x-release-id"] == planned
+    assert _predict(stacks.service_url("mlops-dev"), _rows(1))[1]["x-mlops-release-id"] == planned
 
 
 def _promote_by_hand(stacks: Stacks, prod_mlflow: MlflowService, prod_bucket: str) -> dict[str, str]:
@@ -441,7 +441,7 @@ def test_prod_serves_the_release_dev_proved(stacks: Stacks, prod_mlflow: MlflowS
     assert cluster.get_json("-n", "mlops-prod", "pdb")["items"], "no PodDisruptionBudget"
     rows = _rows()
     prod_answers, headers = _predict(stacks.service_url("mlops-prod"), rows)
-    assert headers["x-release-id"] == pin["release_id"]
+    assert headers["x-mlops-release-id"] == pin["release_id"]
     assert prod_answers == _predict(stacks.service_url("mlops-dev"), rows)[0]
     assert _alias("champion", prod_mlflow.tracking_uri) == pin["model_version"]
 
@@ -463,7 +463,7 @@ def test_a_failing_gate_fails_up_and_leaves_serving_alone(stacks: Stacks) -> Non
     assert any(c.get("reason") == "PodFailurePolicy" for c in status["conditions"]), status
     assert _versions(MODEL) == before
     headers = _predict(stacks.service_url("mlops-dev"), _rows(1))[1]
-    assert headers["x-release-id"] == serving
+    assert headers["x-mlops-release-id"] == serving
     deployment = cluster.get_json("-n", "mlops-dev", "deployment", f"{MODEL}-stable")
     assert deployment["spec"]["template"]["metadata"]["labels"]["mlops.dev/release"] == serving
     assert _alias("champion") == next(v for v, r in _versions(MODEL).items() if r == serving)
