@@ -34,6 +34,9 @@ def main(
     ] = None,
     host: Annotated[str, typer.Option(envvar="MLOPS_HOST")] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="MLOPS_PORT")] = 8080,
+    grpc_port: Annotated[
+        int, typer.Option(envvar="MLOPS_GRPC_PORT", help="Open Inference Protocol over gRPC; 0: off.")
+    ] = 8081,
     max_body_bytes: Annotated[int, typer.Option(envvar="MLOPS_MAX_BODY_BYTES")] = 16 * 1024 * 1024,
     max_batch_rows: Annotated[
         int, typer.Option(envvar="MLOPS_MAX_BATCH_ROWS", help="Most rows per request (413 beyond).")
@@ -59,6 +62,7 @@ def main(
             model_version=model_version,
             host=host,
             port=port,
+            grpc_port=grpc_port,
             max_body_bytes=max_body_bytes,
             max_batch_rows=max_batch_rows,
             drain_seconds=drain_seconds,

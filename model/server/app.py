@@ -12,7 +12,8 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -20,13 +21,17 @@ import orjson
 
 from model.runtime import Prediction
 from model.server.batching import MicroBatcher
-from model.server.decode import V2_KINDS, Decoder
+from model.server.decode import V2_KINDS, Decoder, V2Request
 from model.server.errors import RequestError
 from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
 from model.server.settings import ServerSettings
+from model.server.tensors import HEADER_LENGTH, encode_output, output_datatype, split_binary_body
 
-__all__ = ["ServerApp", "create_app"]
+if TYPE_CHECKING:
+    from model.server.grpc_service import GrpcServer
+
+__all__ = ["ServerApp", "create_app", "server_metadata", "v2_metadata", "v2_outputs", "v2_response"]
 
 log = logging.getLogger("mlops.server")
 
@@ -36,14 +41,18 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Loader = Callable[[], LoadedRelease]
 
 _JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SERVER_NAME = "mlops-model-server"
 _STATIC_ROUTES = frozenset(
     {"/invocations", "/v2/health/live", "/v2/health/ready", "/ping", "/health", "/version", "/metrics", "/v2"}
 )
-# V2 datatypes: of the signature's column kinds, and of prediction arrays by numpy dtype kind.
+# V2 datatypes of the signature's column kinds.
 _V2_DATATYPE = {kind: datatype for datatype, kind in V2_KINDS.items()}
-_V2_OUTPUT_DATATYPE = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
+
+
+_Reply = tuple[int, bytes, bytes, list[tuple[bytes, bytes]] | None]
+"""Status, body, content type, and headers beyond the usual ones."""
 
 
 class _ClientGone(Exception):
@@ -74,6 +83,11 @@ class ServerApp:
         self._batcher: MicroBatcher | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._v2_models_prefix = b""
+        self._drain_started: float | None = None
+        self._grpc_in_flight = 0
+        self._grpc_last_call = -1e9
+        self.grpc: GrpcServer | None = None
+        """The gRPC service once it listens (None when off or not started yet)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -84,7 +98,19 @@ class ServerApp:
     def begin_drain(self) -> None:
         """SIGTERM: report unready at once; responses from now on close their connection."""
         self.draining = True
+        self._drain_started = time.monotonic()
         self.metrics.ready.set(0)
+
+    def grpc_calls(self, delta: int) -> None:
+        """The gRPC service reports each call's start (+1) and end (-1)."""
+        self._grpc_in_flight += delta
+        self._grpc_last_call = time.monotonic()
+
+    def grpc_busy(self, quiet: float = 0.5) -> bool:
+        """A gRPC call in flight or within `quiet` seconds. During a drain gRPC clients keep their
+        connection until the server's GOAWAY, so recent calls, not open connections, say whether
+        they are still sending here."""
+        return self._grpc_in_flight > 0 or time.monotonic() - self._grpc_last_call < quiet
 
     def start_loading(self) -> None:
         if self._load_task is None:
@@ -98,12 +124,18 @@ class ServerApp:
         return self.release is not None
 
     async def _load(self) -> None:
+        # gRPC starts (its import is about 0.1 s) while the model loads; ready needs both.
+        grpc_start = (
+            asyncio.get_running_loop().create_task(self._start_grpc()) if self.settings.grpc_port else None
+        )
         try:
             release = await asyncio.to_thread(self._loader)
             decoder = Decoder(release.schema, self.settings.max_batch_rows)
             result = await asyncio.to_thread(release.runtime.predict, release.example)
             if len(result.values) != len(release.example):
                 raise RuntimeError("the self-test prediction returned the wrong number of rows")
+            if grpc_start is not None:
+                await grpc_start
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.error("model not loaded, the server stays unready: %s", self.failure)
@@ -146,13 +178,27 @@ class ServerApp:
             release.runtime_reason,
         )
 
+    async def _start_grpc(self) -> None:
+        settings = self.settings
+        module = await asyncio.to_thread(import_module, "model.server.grpc_service")
+        self.grpc = await module.start_grpc_server(
+            self, settings.host, settings.grpc_port, settings.max_body_bytes
+        )
+        log.info("gRPC (Open Inference Protocol) on %s:%d", settings.host, self.grpc.port)
+
     def _observe_batch(self, rows: int, requests: int) -> None:
         self.metrics.batch_rows.observe(rows)
         self.metrics.batch_requests.observe(requests)
 
     async def close(self) -> None:
+        """Lifespan shutdown: HTTP has drained; gRPC gets what is left of the drain time."""
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        if self.grpc is not None:
+            grace = 0.0
+            if self._drain_started is not None:
+                grace = max(0.1, self.settings.drain_seconds - (time.monotonic() - self._drain_started))
+            await self.grpc.stop(grace)
         if self._batcher is not None:
             self._batcher.close()
 
@@ -187,7 +233,9 @@ class ServerApp:
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
         try:
-            status, body, content_type = await self._dispatch(route, method, scope, receive)
+            status, body, content_type, more = await self._dispatch(route, method, scope, receive)
+            if more:
+                extra.extend(more)
         except RequestError as exc:
             status, body = exc.status, orjson.dumps(exc.body(v2))
             metrics.observe_error(route, exc.code)
@@ -229,9 +277,7 @@ class ServerApp:
                 return "/v2/models/{name}/versions/{version}/" + rest[3]
         return "other"
 
-    async def _dispatch(
-        self, route: str, method: str, scope: Scope, receive: Receive
-    ) -> tuple[int, bytes, bytes]:
+    async def _dispatch(self, route: str, method: str, scope: Scope, receive: Receive) -> _Reply:
         if route == "/invocations":
             _require(method, "POST")
             return await self._invocations(scope, receive)
@@ -240,27 +286,33 @@ class ServerApp:
             return await self._v2_infer(scope, receive)
         _require(method, "GET", "HEAD")
         if route == "/v2/health/live":
-            return 200, b'{"live":true}', _JSON
+            return 200, b'{"live":true}', _JSON, None
         if route in ("/v2/health/ready", "/ping", "/health"):
             return self._readiness()
         if route == "/metrics":
-            return 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"
+            return 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8", None
         if route == "/version":
-            return 200, orjson.dumps(self._version()), _JSON
+            return 200, orjson.dumps(self._version()), _JSON, None
         if route == "/v2":
-            return 200, orjson.dumps({"name": _SERVER_NAME, "version": "1", "extensions": []}), _JSON
+            return 200, orjson.dumps(server_metadata()), _JSON, None
         if route.startswith("/v2/models/"):
             release = self._model_for(scope["path"])[0]
             if route.endswith("/ready"):
                 return self._readiness()
-            return 200, orjson.dumps(self._v2_metadata(release)), _JSON
+            return 200, orjson.dumps(v2_metadata(release)), _JSON, None
         raise RequestError(404, "not_found", "no such route; see docs/serving.md for the API")
 
-    def _readiness(self) -> tuple[int, bytes, bytes]:
+    def _readiness(self) -> _Reply:
         if self.ready:
-            return 200, b'{"ready":true}', _JSON
-        reason = "draining" if self.draining else ("load_failed" if self.failure else "loading")
-        return 503, orjson.dumps({"ready": False, "reason": reason}), _JSON
+            return 200, b'{"ready":true}', _JSON, None
+        return 503, orjson.dumps({"ready": False, "reason": self.unready_reason()}), _JSON, None
+
+    def unready_reason(self) -> str:
+        if self.draining:
+            return "draining"
+        if self.failure:
+            return "load_failed"
+        return "loading"
 
     def _version(self) -> dict[str, Any]:
         release = self.release
@@ -275,7 +327,7 @@ class ServerApp:
             "runtime_reason": release.runtime_reason,
         }
 
-    def _loaded(self) -> tuple[LoadedRelease, Decoder, MicroBatcher]:
+    def loaded(self) -> tuple[LoadedRelease, Decoder, MicroBatcher]:
         if self.release is None or self.decoder is None or self._batcher is None:
             reason = "failed to load; see the server log" if self.failure else "is still loading"
             raise RequestError(503, "not_ready", f"the model {reason}")
@@ -283,7 +335,7 @@ class ServerApp:
 
     def _model_for(self, path: str) -> tuple[LoadedRelease, Decoder, MicroBatcher]:
         """The loaded model, if `path` names it (404 otherwise)."""
-        loaded = self._loaded()
+        loaded = self.loaded()
         release = loaded[0]
         parts = path.split("/")
         if parts[3] != release.model_name or (
@@ -296,9 +348,12 @@ class ServerApp:
             )
         return loaded
 
-    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, str]:
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, str, bytes | None]:
+        """The body (413 before reading when Content-Length is over the limit), its Content-Type,
+        and the binary data extension's Inference-Header-Content-Length, if sent."""
         limit = self.settings.max_body_bytes
         content_type = ""
+        header_length = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -313,6 +368,8 @@ class ServerApp:
                     )
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
+            elif name == HEADER_LENGTH:
+                header_length = value
         chunks = []
         size = 0
         while True:
@@ -326,17 +383,17 @@ class ServerApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), content_type
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), content_type, header_length
 
-    async def _predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:
+    async def predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:
         self.metrics.request_rows.observe(len(X))
         return await batcher.predict(X)
 
-    async def _invocations(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        release, decoder, batcher = self._loaded()
+    async def _invocations(self, scope: Scope, receive: Receive) -> _Reply:
+        release, decoder, batcher = self.loaded()
         self._arriving += 1
         try:
-            body, content_type = await self._body(scope, receive)
+            body, content_type, _ = await self._body(scope, receive)
             if not content_type:
                 raise RequestError(
                     415, "unsupported_media_type", "set Content-Type to application/json or text/csv"
@@ -345,78 +402,132 @@ class ServerApp:
             decoded = decoder.invocations(body, content_type, _query_probabilities(query) if query else False)
         finally:
             self._arriving -= 1
+        self.metrics.observe_encoding("http", "csv" if decoded.csv else "json")
         if decoded.probabilities and release.classes is None:
             raise RequestError(400, "probabilities_unavailable", "probabilities exist for classifiers only")
-        result = await self._predict(batcher, decoded.X)
+        result = await self.predict(batcher, decoded.X)
         out: dict[str, Any] = {"predictions": _plain(result.values)}
         if decoded.probabilities:
             out["probabilities"] = result.probabilities
             out["classes"] = release.classes
-        return 200, orjson.dumps(out, option=_NUMPY), _JSON
+        return 200, orjson.dumps(out, option=_NUMPY), _JSON, None
 
-    async def _v2_infer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
+    async def _v2_infer(self, scope: Scope, receive: Receive) -> _Reply:
         release, decoder, batcher = self._model_for(scope["path"])
         self._arriving += 1
         try:
-            body, content_type = await self._body(scope, receive)
+            body, content_type, header_length = await self._body(scope, receive)
             media = content_type.partition(";")[0].strip().lower()
-            if media and media != "application/json":
-                raise RequestError(
-                    415, "unsupported_media_type", "the inference protocol takes application/json"
-                )
-            request = decoder.v2(body)
+            if header_length is not None:
+                if media and media not in (_JSON.decode(), _OCTETS.decode()):
+                    raise RequestError(
+                        415,
+                        "unsupported_media_type",
+                        "a binary data request takes application/octet-stream (or application/json)",
+                    )
+                header, binary = split_binary_body(body, header_length)
+                request = decoder.v2(header, binary)
+            else:
+                if media and media != "application/json":
+                    raise RequestError(
+                        415,
+                        "unsupported_media_type",
+                        "the inference protocol takes application/json, or binary tensors with an "
+                        "Inference-Header-Content-Length header",
+                    )
+                request = decoder.v2(body)
         finally:
             self._arriving -= 1
+        self.metrics.observe_encoding("http", "json" if header_length is None else "binary")
+        result = await self.infer(release, batcher, request)
+        header_json, blobs = v2_response(release, request, result)
+        if not blobs:
+            return 200, header_json, _JSON, None
+        return (
+            200,
+            b"".join((header_json, *blobs)),
+            _OCTETS,
+            [(HEADER_LENGTH, str(len(header_json)).encode())],
+        )
+
+    async def infer(self, release: LoadedRelease, batcher: MicroBatcher, request: V2Request) -> Prediction:
+        """A decoded V2 request through the batcher (shared by HTTP and gRPC)."""
         if "predict_proba" in request.outputs and release.classes is None:
             raise RequestError(400, "probabilities_unavailable", "predict_proba exists for classifiers only")
-        result = await self._predict(batcher, request.X)
-        rows = len(request.X)
-        outputs = []
-        for name in request.outputs:
-            if name == "predict":
-                values = result.values
-                datatype = _V2_OUTPUT_DATATYPE.get(values.dtype.kind, "BYTES")
-                outputs.append({"name": name, "datatype": datatype, "shape": [rows], "data": _plain(values)})
-            else:
-                proba = result.probabilities
-                assert proba is not None
-                outputs.append(
-                    {
-                        "name": name,
-                        "datatype": "FP64",
-                        "shape": [rows, proba.shape[1]],
-                        "data": proba.reshape(-1),
-                    }
-                )
-        out: dict[str, Any] = {
-            "model_name": release.model_name,
-            "model_version": release.model_version,
-            "outputs": outputs,
-        }
-        if request.request_id is not None:
-            out["id"] = request.request_id
-        return 200, orjson.dumps(out, option=_NUMPY), _JSON
+        return await self.predict(batcher, request.X)
 
-    def _v2_metadata(self, release: LoadedRelease) -> dict[str, Any]:
-        inputs = [
-            {"name": c.name, "datatype": _V2_DATATYPE[c.kind], "shape": [-1]} for c in release.schema.columns
-        ]
-        outputs = [{"name": "predict", "datatype": "INT64" if release.classes else "FP64", "shape": [-1]}]
-        if release.classes is not None:
-            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(release.classes)]})
-        return {
-            "name": release.model_name,
-            "versions": [release.model_version],
-            "platform": "sklearn",
-            "inputs": inputs,
-            "outputs": outputs,
-            "parameters": {
-                "release_id": release.release_id,
-                "runtime": release.runtime.name,
-                "classes": list(release.classes) if release.classes is not None else None,
-                "tensor_input": {"datatype": "FP64", "shape": [-1, release.schema.width]},
-            },
-        }
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": _SERVER_NAME, "version": "1", "extensions": ["binary_tensor_data"]}
+
+
+def v2_outputs(
+    release: LoadedRelease, request: V2Request, result: Prediction
+) -> list[tuple[str, list[int], np.ndarray]]:
+    """The requested outputs as (name, shape, values), values flat in row-major order."""
+    rows = len(request.X)
+    outputs = []
+    for name in request.outputs:
+        if name == "predict":
+            outputs.append((name, [rows], result.values))
+        else:
+            proba = result.probabilities
+            assert proba is not None
+            outputs.append((name, [rows, proba.shape[1]], proba.reshape(-1)))
+    return outputs
+
+
+def v2_response(release: LoadedRelease, request: V2Request, result: Prediction) -> tuple[bytes, list[bytes]]:
+    """The V2 JSON answer, and the raw bytes of the outputs asked for in binary (which the JSON
+    then lists with their binary_data_size instead of data, in the same order)."""
+    outputs = []
+    blobs = []
+    for name, shape, values in v2_outputs(release, request, result):
+        if name in request.binary_outputs:
+            raw = encode_output(values)
+            blobs.append(raw.data)
+            outputs.append(
+                {
+                    "name": name,
+                    "datatype": raw.datatype,
+                    "shape": shape,
+                    "parameters": {"binary_data_size": len(raw.data)},
+                }
+            )
+        else:
+            outputs.append(
+                {"name": name, "datatype": output_datatype(values), "shape": shape, "data": _plain(values)}
+            )
+    out: dict[str, Any] = {
+        "model_name": release.model_name,
+        "model_version": release.model_version,
+        "outputs": outputs,
+    }
+    if request.request_id is not None:
+        out["id"] = request.request_id
+    return orjson.dumps(out, option=_NUMPY), blobs
+
+
+def v2_metadata(release: LoadedRelease) -> dict[str, Any]:
+    inputs = [
+        {"name": c.name, "datatype": _V2_DATATYPE[c.kind], "shape": [-1]} for c in release.schema.columns
+    ]
+    outputs = [{"name": "predict", "datatype": "INT64" if release.classes else "FP64", "shape": [-1]}]
+    if release.classes is not None:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(release.classes)]})
+    return {
+        "name": release.model_name,
+        "versions": [release.model_version],
+        "platform": "sklearn",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "release_id": release.release_id,
+            "runtime": release.runtime.name,
+            "classes": list(release.classes) if release.classes is not None else None,
+            "tensor_input": {"datatype": "FP64", "shape": [-1, release.schema.width]},
+        },
+    }
 
 
 def _require(method: str, *allowed: str) -> None:

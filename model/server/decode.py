@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +21,25 @@ import numpy as np
 import orjson
 
 from model.server.errors import RequestError, clean_name
+from model.server.schema import FLOAT32_MAX as _FLOAT32_MAX
 from model.server.schema import Column, ColumnKind, InputSchema, NonFinite, check_value
+from model.server.tensors import RAW_DTYPES
 
-__all__ = ["V2_KINDS", "Decoded", "Decoder", "V2Request", "load_json"]
+__all__ = [
+    "V2_KINDS",
+    "Decoded",
+    "Decoder",
+    "TensorIn",
+    "V2Request",
+    "load_json",
+    "tensor_kind",
+    "tensor_shape",
+]
 
 FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _PARAM_KEYS = frozenset({"probabilities"})
+_V2_PARAM_KEYS = frozenset({"probabilities", "binary_data_output"})
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _V2_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _V2_OUTPUTS = ("predict", "predict_proba")
@@ -41,6 +54,7 @@ class Decoded:
     X: np.ndarray
     """float64, one row per instance, columns in signature order."""
     probabilities: bool
+    csv: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,25 @@ class V2Request:
     X: np.ndarray
     outputs: tuple[str, ...]
     request_id: str | None
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to answer as raw bytes (the HTTP binary data extension)."""
+
+
+@dataclass(frozen=True)
+class TensorIn:
+    """One input tensor as JSON, the binary data extension or gRPC delivered it."""
+
+    name: str
+    shape: list[int]
+    kind: ColumnKind
+    data: Any
+    """JSON values (flat or nested lists), or a flat numpy array decoded from raw bytes."""
+
+
+@dataclass(frozen=True)
+class _V2Params:
+    probabilities: bool = False
+    binary_output: bool = False
 
 
 def _bad(code: str, message: str, **where: Any) -> RequestError:
@@ -98,7 +131,7 @@ class Decoder:
 
     # -- shared checks -------------------------------------------------------------------
 
-    def _check_rows(self, count: int) -> None:
+    def check_rows(self, count: int) -> None:
         if count == 0:
             raise _bad("empty_data", "the request holds no rows; send at least one")
         if count > self.max_rows:
@@ -219,7 +252,7 @@ class Decoder:
         media, _, params = content_type.partition(";")
         media = media.strip().lower()
         if media == "text/csv":
-            return Decoded(self._csv(body), probabilities)
+            return Decoded(self._csv(body), probabilities, csv=True)
         if media != "application/json":
             raise RequestError(
                 415,
@@ -320,7 +353,7 @@ class Decoder:
                     field="columns",
                 )
             order = self._columns_order(columns)
-        self._check_rows(len(rows))
+        self.check_rows(len(rows))
         if "index" in data:
             index = data["index"]
             if type(index) is not list or len(index) != len(rows):
@@ -334,7 +367,7 @@ class Decoder:
     def _records(self, records: Any, fast: bool, key: str) -> np.ndarray:
         if type(records) is not list:
             raise _bad("invalid_structure", f"{key} must be an array of objects", field=key)
-        self._check_rows(len(records))
+        self.check_rows(len(records))
         names = self.schema.names
         width = self.schema.width
         if fast:
@@ -357,7 +390,7 @@ class Decoder:
                 f"{key} must be an array of rows (arrays in signature order, or objects)",
                 field=key,
             )
-        self._check_rows(len(data))
+        self.check_rows(len(data))
         if type(data[0]) is dict:
             return self._records(data, fast, key)
         return self._rows(data, None, fast)
@@ -375,7 +408,7 @@ class Decoder:
                 )
             if length is None:
                 length = len(values)
-                self._check_rows(length)
+                self.check_rows(length)
             elif len(values) != length:
                 raise _bad(
                     "ragged_row",
@@ -407,12 +440,14 @@ class Decoder:
             raise _bad("empty_data", "the CSV body is empty; send a header row and at least one row")
         order = self._columns_order(records[0])
         rows = records[1:]
-        self._check_rows(len(rows))
+        self.check_rows(len(rows))
         return self._slow_rows([[_csv_value(cell.strip()) for cell in row] for row in rows], order)
 
     # -- Open Inference Protocol (KServe V2) --------------------------------------------
 
-    def v2(self, body: bytes) -> V2Request:
+    def v2(self, body: bytes, binary: memoryview | None = None) -> V2Request:
+        """A JSON inference request; `binary` is the body's binary section under the binary data
+        extension (the bytes after Inference-Header-Content-Length), holding the raw inputs."""
         payload = load_json(body)
         if type(payload) is not dict:
             raise _bad(
@@ -428,18 +463,46 @@ class Decoder:
         request_id = payload.get("id")
         if request_id is not None and (type(request_id) is not str or len(request_id) > 256):
             raise _bad("invalid_structure", "id must be a string of at most 256 characters", field="id")
-        probabilities = False
+        params = _V2Params()
         if "parameters" in payload:
-            probabilities = self._params(payload["parameters"], "parameters")
-        outputs = self._v2_outputs(payload.get("outputs"), probabilities)
+            params = self._v2_params(payload["parameters"])
+        outputs, binary_outputs = self._v2_outputs(
+            payload.get("outputs"), params.probabilities, params.binary_output
+        )
         inputs = payload.get("inputs")
         if type(inputs) is not list or not inputs:
             raise _bad("missing_data", "inputs must be a non-empty array of tensors", field="inputs")
         fast = b"true" not in body and b"false" not in body
-        tensors = [self._v2_tensor(t, i) for i, t in enumerate(inputs)]
+        tensors = []
+        offset = 0
+        for i, tensor in enumerate(inputs):
+            parsed, size = self._v2_tensor(tensor, i, binary, offset)
+            tensors.append(parsed)
+            offset += size
+        if binary is not None and offset != len(binary):
+            raise _bad(
+                "invalid_structure",
+                f"the binary section has {len(binary)} bytes, but the inputs' binary_data_size add up "
+                f"to {offset}",
+                field="binary_data_size",
+            )
+        return self.v2_tensors(tensors, outputs, request_id, binary_outputs, fast)
+
+    def v2_tensors(
+        self,
+        tensors: list[TensorIn],
+        outputs: tuple[str, ...],
+        request_id: str | None,
+        binary_outputs: frozenset[str] = frozenset(),
+        fast: bool = True,
+    ) -> V2Request:
+        """The matrix of a request's input tensors: one [rows, columns] tensor in signature order, or
+        one [rows] or [rows, 1] tensor per signature column (any order). Shared by JSON, the binary
+        data extension and gRPC, so that all three check the same things the same way."""
         width = self.schema.width
-        if len(tensors) == 1 and len(tensors[0][1]) == 2:
-            _, shape, kind, data = tensors[0]
+        if len(tensors) == 1 and len(tensors[0].shape) == 2:
+            tensor = tensors[0]
+            shape = tensor.shape
             name = "inputs[0]"  # the client's tensor name is never echoed
             if shape[1] != width:
                 raise _bad(
@@ -448,13 +511,14 @@ class Decoder:
                     "(one column per signature field, in signature order)",
                     field=name,
                 )
-            self._check_rows(shape[0])
-            X = self._v2_values(data, shape, kind, name, fast, self.schema.columns)
-            return V2Request(X, outputs, request_id)
-        order = self._columns_order([t[0] for t in tensors], label="inputs")
+            self.check_rows(shape[0])
+            X = self._v2_values(tensor.data, shape, tensor.kind, name, fast, self.schema.columns)
+            return V2Request(X, outputs, request_id, binary_outputs)
+        order = self._columns_order([t.name for t in tensors], label="inputs")
         rows = None
         blocks = []
-        for name, shape, kind, data in tensors:
+        for tensor in tensors:
+            name, shape = tensor.name, tensor.shape
             if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
                 raise _bad(
                     "shape_mismatch",
@@ -464,7 +528,7 @@ class Decoder:
                 )
             if rows is None:
                 rows = shape[0]
-                self._check_rows(rows)
+                self.check_rows(rows)
             elif shape[0] != rows:
                 raise _bad(
                     "ragged_row",
@@ -473,33 +537,87 @@ class Decoder:
                 )
             column = self.schema.columns[self.schema.index[name]]
             blocks.append(
-                self._v2_values(data, [shape[0], 1], kind, name, fast, (Column(name, column.kind),))
+                self._v2_values(
+                    tensor.data, [shape[0], 1], tensor.kind, name, fast, (Column(name, column.kind),)
+                )
             )
         X = np.hstack(blocks)
-        return V2Request(X if order is None else X[:, order], outputs, request_id)
+        return V2Request(X if order is None else X[:, order], outputs, request_id, binary_outputs)
 
-    def _v2_outputs(self, outputs: Any, probabilities: bool) -> tuple[str, ...]:
+    def _v2_params(self, params: Any) -> _V2Params:
+        if type(params) is not dict:
+            raise _bad(
+                "invalid_params",
+                f"parameters must be an object, got {_type_name(params)}",
+                field="parameters",
+            )
+        for position, (key, value) in enumerate(params.items()):
+            if key not in _V2_PARAM_KEYS:
+                raise _bad(
+                    "unknown_param",
+                    f"parameters[{position}] is an unknown key; allowed: {', '.join(sorted(_V2_PARAM_KEYS))}",
+                    field=f"parameters[{position}]",
+                )
+            if type(value) is not bool:
+                raise _bad(
+                    "invalid_params",
+                    f"parameters.{key} must be true or false, got {_type_name(value)}",
+                    field=key,
+                )
+        return _V2Params(
+            bool(params.get("probabilities", False)), bool(params.get("binary_data_output", False))
+        )
+
+    def _v2_outputs(
+        self, outputs: Any, probabilities: bool, binary: bool
+    ) -> tuple[tuple[str, ...], frozenset[str]]:
         if outputs is None:
-            return _V2_OUTPUTS if probabilities else ("predict",)
+            default = _V2_OUTPUTS if probabilities else ("predict",)
+            return default, frozenset(default) if binary else frozenset()
         if type(outputs) is not list or not outputs:
             raise _bad("invalid_structure", "outputs must be a non-empty array of {name}", field="outputs")
         names: list[str] = []
+        binary_names: set[str] = set()
         for item in outputs:
             name = item.get("name") if type(item) is dict else None
             if type(item) is not dict or not set(item) <= {"name", "parameters"}:
                 raise _bad(
                     "invalid_structure", "each requested output is an object with a name", field="outputs"
                 )
+            where = f"outputs[{len(names)}]"
             if name not in _V2_OUTPUTS:
                 raise _bad(
                     "unknown_output",
-                    f"outputs[{len(names)}] names an unknown output; allowed: {', '.join(_V2_OUTPUTS)}",
-                    field=f"outputs[{len(names)}]",
+                    f"{where} names an unknown output; allowed: {', '.join(_V2_OUTPUTS)}",
+                    field=where,
                 )
+            wants_binary = binary
+            parameters = item.get("parameters")
+            if parameters is not None:
+                if type(parameters) is not dict:
+                    raise _bad("invalid_params", f"{where}.parameters must be an object", field=where)
+                for key, value in parameters.items():
+                    if key != "binary_data":
+                        raise _bad(
+                            "unknown_param",
+                            f"{where}.parameters has an unknown key; allowed: binary_data",
+                            field=where,
+                        )
+                    if type(value) is not bool:
+                        raise _bad(
+                            "invalid_params",
+                            f"{where}.parameters.binary_data must be true or false",
+                            field=where,
+                        )
+                    wants_binary = value
             names.append(name)
-        return tuple(dict.fromkeys(names))
+            if wants_binary:
+                binary_names.add(name)
+        return tuple(dict.fromkeys(names)), frozenset(binary_names)
 
-    def _v2_tensor(self, tensor: Any, i: int) -> tuple[str, list[int], ColumnKind, Any]:
+    def _v2_tensor(self, tensor: Any, i: int, binary: memoryview | None, offset: int) -> tuple[TensorIn, int]:
+        """One JSON input tensor, its data from JSON or from the binary section at `offset`;
+        returns it and how many binary bytes it took."""
         if type(tensor) is not dict:
             raise _bad("invalid_structure", f"inputs[{i}] must be an object", field="inputs")
         for position, key in enumerate(tensor):
@@ -510,31 +628,66 @@ class Decoder:
                     f"allowed: {', '.join(sorted(_V2_TENSOR_KEYS))}",
                     field=f"inputs[{i}]",
                 )
-        for key in ("name", "shape", "datatype", "data"):
+        parameters = tensor.get("parameters")
+        if parameters is not None and type(parameters) is not dict:
+            raise _bad("invalid_params", f"inputs[{i}].parameters must be an object", field="parameters")
+        size = None if parameters is None else parameters.get("binary_data_size")
+        for key in (
+            ("name", "shape", "datatype") if size is not None else ("name", "shape", "datatype", "data")
+        ):
             if key not in tensor:
                 raise _bad("invalid_structure", f"inputs[{i}] needs '{key}'", field=key)
-        name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
+        name = tensor["name"]
         if type(name) is not str:
             raise _bad("invalid_structure", f"inputs[{i}].name must be a string", field="name")
-        if (
-            type(shape) is not list
-            or not 1 <= len(shape) <= 2
-            or any(type(s) is not int or s < 0 for s in shape)
-        ):
+        shape = tensor_shape(tensor["shape"], i)
+        datatype = tensor["datatype"]
+        kind = tensor_kind(datatype, i)
+        if size is None:
+            return TensorIn(name, shape, kind, tensor["data"]), 0
+        if "data" in tensor:
             raise _bad(
-                "shape_mismatch",
-                f"inputs[{i}].shape must be [rows] or [rows, columns] of non-negative integers",
-                field="shape",
-            )
-        if datatype not in V2_KINDS:
-            raise _bad(
-                "type_mismatch",
-                f"inputs[{i}].datatype must be one of {', '.join(V2_KINDS)} for this model",
+                "invalid_structure",
+                f"inputs[{i}] has both data and binary_data_size; send its values one way",
                 field=f"inputs[{i}]",
             )
-        if tensor.get("parameters") is not None and type(tensor["parameters"]) is not dict:
-            raise _bad("invalid_params", f"inputs[{i}].parameters must be an object", field="parameters")
-        return name, shape, V2_KINDS[datatype], tensor["data"]
+        if binary is None:
+            raise _bad(
+                "invalid_header",
+                f"inputs[{i}] has binary_data_size, but the request has no Inference-Header-Content-Length "
+                "header (the binary data extension needs it)",
+                field="binary_data_size",
+            )
+        if type(size) is not int or size < 0:
+            raise _bad(
+                "invalid_params",
+                f"inputs[{i}].parameters.binary_data_size must be a non-negative integer",
+                field="binary_data_size",
+            )
+        if offset + size > len(binary):
+            raise _bad(
+                "invalid_structure",
+                f"inputs[{i}] has binary_data_size {size}, but only {len(binary) - offset} bytes "
+                "remain in the body",
+                field="binary_data_size",
+            )
+        data = self.raw_tensor(binary[offset : offset + size], shape, datatype, i)
+        return TensorIn(name, shape, kind, data), size
+
+    def raw_tensor(self, data: bytes | memoryview, shape: list[int], datatype: str, i: int) -> np.ndarray:
+        """A tensor's raw little-endian bytes as a flat array, after checking rows and size against
+        its shape (the row limit first, so an oversized request is refused before any decoding)."""
+        self.check_rows(shape[0])
+        dtype = RAW_DTYPES[datatype]
+        count = math.prod(shape)
+        if len(data) != count * dtype.itemsize:
+            raise _bad(
+                "shape_mismatch",
+                f"inputs[{i}] has {len(data)} bytes of {datatype}; its shape {shape} needs "
+                f"{count * dtype.itemsize}",
+                field=f"inputs[{i}]",
+            )
+        return np.frombuffer(data, dtype=dtype, count=count)
 
     def _v2_values(
         self,
@@ -546,9 +699,22 @@ class Decoder:
         columns: tuple[Column, ...],
     ) -> np.ndarray:
         rows, width = shape[0], shape[1]
+        narrowed = self._narrowed_schema(columns, kind)
+        if isinstance(data, np.ndarray):
+            if data.size != rows * width:
+                raise _bad(
+                    "shape_mismatch",
+                    f"input '{clean_name(name)}' has {data.size} values; its shape {shape} needs "
+                    f"{rows * width}",
+                    field=name,
+                )
+            raw = data.reshape(rows, width)
+            if not narrowed.check_block(raw):
+                _raise_first_bad(raw, narrowed)
+            # A float64 copy, C-ordered and aligned: raw bytes sit at any offset of the body.
+            return np.array(raw, dtype=np.float64, order="C")
         if type(data) is not list:
             raise _bad("invalid_structure", f"input '{clean_name(name)}' data must be an array", field=name)
-        narrowed = self._narrowed_schema(columns, kind)
         if fast:
             block = _numeric_array(data)
             if (
@@ -570,6 +736,61 @@ class Decoder:
         for k, value in enumerate(flat):
             out[k] = check_value(value, narrowed.columns[k % width], k // width)
         return out.reshape(rows, width)
+
+
+def tensor_shape(shape: Any, i: int) -> list[int]:
+    """A V2 tensor shape this server takes: [rows] or [rows, columns], non-negative integers."""
+    if type(shape) is not list or not 1 <= len(shape) <= 2 or any(type(s) is not int or s < 0 for s in shape):
+        raise _bad(
+            "shape_mismatch",
+            f"inputs[{i}].shape must be [rows] or [rows, columns] of non-negative integers",
+            field="shape",
+        )
+    return shape
+
+
+def tensor_kind(datatype: Any, i: int) -> ColumnKind:
+    if datatype not in V2_KINDS:
+        raise _bad(
+            "type_mismatch",
+            f"inputs[{i}].datatype must be one of {', '.join(V2_KINDS)} for this model",
+            field=f"inputs[{i}]",
+        )
+    return V2_KINDS[datatype]
+
+
+def _raise_first_bad(block: np.ndarray, schema: InputSchema) -> None:
+    """Name the first value (row-major) of a raw block that its column's kind refuses."""
+    bad = np.zeros(block.shape, dtype=bool)
+    floating = block.dtype.kind == "f"
+    for j, column in enumerate(schema.columns):
+        values = block[:, j]
+        if floating:
+            wrong = ~np.isfinite(values)
+            if column.kind in ("long", "integer"):
+                wrong |= True
+            elif column.kind == "float":
+                wrong |= np.abs(values) > _FLOAT32_MAX
+        elif column.kind in ("long", "integer"):
+            low, high = (-(2**31), 2**31 - 1) if column.kind == "integer" else (-(2**63), 2**63 - 1)
+            wrong = (values < low) | (values > high)
+        else:
+            wrong = np.zeros(len(values), dtype=bool)
+        bad[:, j] = wrong
+    row, j = divmod(int(np.flatnonzero(bad)[0]), block.shape[1])
+    value = block[row, j].item()
+    column = schema.columns[j]
+    if floating and not math.isfinite(value):
+        literal = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        raise _bad(
+            "non_finite",
+            f"row {row}, column '{clean_name(column.name)}': got {literal}, and the signature does "
+            "not allow it",
+            field=column.name,
+            row=row,
+        )
+    check_value(value, column, row)
+    raise AssertionError("check_block refused a block whose values all pass check_value")
 
 
 def _numeric_array(data: list[Any]) -> np.ndarray | None:

@@ -9,7 +9,8 @@ __all__ = ["ServerMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
+METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "RPC"})
+"""HTTP methods kept as label values (others count as OTHER); RPC marks gRPC calls."""
 
 
 class ServerMetrics:
@@ -20,21 +21,28 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter(
             "mlops_server_requests",
-            "HTTP requests by route, method and status.",
-            ["route", "method", "status"],
+            "Requests by protocol (http, grpc), route (or RPC), method and status (HTTP code or gRPC code).",
+            ["protocol", "route", "method", "status"],
             registry=r,
         )
         self.errors = Counter(
             "mlops_server_request_errors",
-            "Rejected requests by route and error code.",
-            ["route", "code"],
+            "Rejected requests by protocol, route and error code.",
+            ["protocol", "route", "code"],
             registry=r,
         )
         self.latency = Histogram(
             "mlops_server_request_duration_seconds",
-            "Time from request start to the last byte of the response, by route.",
-            ["route"],
+            "Time from request start to the last byte of the response, by protocol and route.",
+            ["protocol", "route"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.encodings = Counter(
+            "mlops_server_request_encodings",
+            "Prediction requests by protocol and how their tensors came: json, csv, binary (HTTP binary "
+            "data extension), raw (gRPC raw_input_contents) or typed (gRPC contents).",
+            ["protocol", "encoding"],
             registry=r,
         )
         self.request_rows = Histogram(
@@ -67,21 +75,32 @@ class ServerMetrics:
         )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, str(status))
+    def observe_request(
+        self, route: str, method: str, status: int | str, seconds: float, protocol: str = "http"
+    ) -> None:
+        key = (protocol, route, method, str(status))
         child = self._children.get(key)
         if child is None:
-            child = self.requests.labels(route, method if method in METHODS else "OTHER", str(status))
+            child = self.requests.labels(
+                protocol, route, method if method in METHODS else "OTHER", str(status)
+            )
             self._children[key] = child
         child.inc()  # type: ignore[attr-defined]
-        hkey = ("latency", route)
+        hkey = ("latency", protocol, route)
         hist = self._children.get(hkey)
         if hist is None:
-            hist = self._children[hkey] = self.latency.labels(route)
+            hist = self._children[hkey] = self.latency.labels(protocol, route)
         hist.observe(seconds)  # type: ignore[attr-defined]
 
-    def observe_error(self, route: str, code: str) -> None:
-        self.errors.labels(route, code).inc()
+    def observe_error(self, route: str, code: str, protocol: str = "http") -> None:
+        self.errors.labels(protocol, route, code).inc()
+
+    def observe_encoding(self, protocol: str, encoding: str) -> None:
+        key = ("encoding", protocol, encoding)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.encodings.labels(protocol, encoding)
+        child.inc()  # type: ignore[attr-defined]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

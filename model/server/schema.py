@@ -12,12 +12,12 @@ import numpy as np
 
 from model.server.errors import RequestError, clean_name
 
-__all__ = ["Column", "ColumnKind", "InputSchema", "NonFinite", "SchemaError", "check_value"]
+__all__ = ["FLOAT32_MAX", "Column", "ColumnKind", "InputSchema", "NonFinite", "SchemaError", "check_value"]
 
 ColumnKind = Literal["double", "float", "long", "integer"]
 _KINDS: tuple[ColumnKind, ...] = ("double", "float", "long", "integer")
 _INT_RANGE = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class SchemaError(ValueError):
@@ -87,7 +87,7 @@ class InputSchema:
             return True
         for j, column in enumerate(self.columns):
             values = block[:, j]
-            if column.kind == "float" and block.dtype.kind == "f" and np.abs(values).max() > _FLOAT32_MAX:
+            if column.kind == "float" and block.dtype.kind == "f" and np.abs(values).max() > FLOAT32_MAX:
                 return False
             if column.kind in _INT_RANGE:
                 if block.dtype.kind == "f":
@@ -127,7 +127,7 @@ def check_value(value: Any, column: Column, row: int) -> float | int:
             if not low <= value <= high:
                 raise fail("out_of_range", "got an integer outside the column's range")
             return value
-        if abs(value) >= 2**1024 or (kind == "float" and abs(value) > _FLOAT32_MAX):
+        if abs(value) >= 2**1024 or (kind == "float" and abs(value) > FLOAT32_MAX):
             raise fail("out_of_range", "got an integer outside the column's range")
         return value
     if value_type is float:
@@ -135,7 +135,7 @@ def check_value(value: Any, column: Column, row: int) -> float | int:
             raise fail("out_of_range", "got a number outside the double range")
         if kind in _INT_RANGE:
             raise fail("type_mismatch", "got a floating-point number")
-        if kind == "float" and abs(value) > _FLOAT32_MAX:
+        if kind == "float" and abs(value) > FLOAT32_MAX:
             raise fail("out_of_range", "got a number outside float32 range")
         return value
     if value is None:

@@ -22,8 +22,9 @@ _GRACE_CAP = 5.0
 
 class _DrainingServer(uvicorn.Server):
     """On SIGTERM: unready at once, keep serving (each response closing its connection) until
-    clients have gone or a grace period passed, then stop accepting, finish in-flight requests
-    within what is left of the drain time, and return normally so that the process exits 0."""
+    clients have gone (no open HTTP connection, no gRPC call for half a second) or a grace period
+    passed, then stop accepting, finish in-flight requests (HTTP, then gRPC) within what is left
+    of the drain time, and return normally so that the process exits 0."""
 
     def __init__(self, config: uvicorn.Config, app: ServerApp, drain_seconds: float) -> None:
         super().__init__(config)
@@ -50,7 +51,7 @@ class _DrainingServer(uvicorn.Server):
         if self._drain_started is None:
             return False
         elapsed = time.monotonic() - self._drain_started
-        if elapsed >= self._grace or not self.server_state.connections:
+        if elapsed >= self._grace or (not self.server_state.connections and not self._app.grpc_busy()):
             # uvicorn annotates this as int but only hands it to asyncio.wait_for.
             self.config.timeout_graceful_shutdown = max(0.1, self._drain_seconds - elapsed)  # type: ignore[assignment]
             self.should_exit = True

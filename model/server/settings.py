@@ -18,6 +18,8 @@ class ServerSettings:
     """Version reported in headers and V2 metadata; None: the registry version, else the release id."""
     host: str = "0.0.0.0"
     port: int = 8080
+    grpc_port: int = 8081
+    """The Open Inference Protocol over gRPC; 0 turns it off."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Larger bodies get 413 before any byte is parsed."""
     max_batch_rows: int = 10_000
@@ -36,6 +38,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         checks = {
             "port": 0 <= self.port <= 65535,
+            "grpc_port": 0 <= self.grpc_port <= 65535,
             "max_body_bytes": self.max_body_bytes > 0,
             "max_batch_rows": self.max_batch_rows > 0,
             "drain_seconds": self.drain_seconds >= 0,

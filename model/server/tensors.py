@@ -1,0 +1,83 @@
+"""Raw tensors of the Open Inference Protocol: the HTTP binary data extension and gRPC raw contents.
+
+Both carry a tensor as its little-endian bytes, row-major, with no per-value framing (BYTES
+tensors: each element a 4-byte little-endian length, then the bytes). So a large batch costs
+one `np.frombuffer` instead of parsing thousands of JSON numbers, and an answer is one
+`tobytes`. Sizes are checked against the declared shape before a byte is interpreted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.server.errors import RequestError
+
+__all__ = [
+    "HEADER_LENGTH",
+    "RAW_DTYPES",
+    "RawOutput",
+    "encode_output",
+    "output_datatype",
+    "split_binary_body",
+]
+
+HEADER_LENGTH = b"inference-header-content-length"
+"""The request/response header that says how many leading body bytes are the JSON header."""
+
+RAW_DTYPES: dict[str, np.dtype[np.generic]] = {
+    "FP64": np.dtype("<f8"),
+    "FP32": np.dtype("<f4"),
+    "INT64": np.dtype("<i8"),
+    "INT32": np.dtype("<i4"),
+}
+"""Input datatypes this server takes as raw bytes (the numeric ones a signature column can hold)."""
+
+_OUTPUT_DTYPES = {
+    "INT64": np.dtype("<i8"),
+    "UINT64": np.dtype("<u8"),
+    "FP64": np.dtype("<f8"),
+    "BOOL": np.dtype("?"),
+}
+_KIND_DATATYPE = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    datatype: str
+    data: bytes
+
+
+def output_datatype(values: np.ndarray) -> str:
+    """The V2 datatype of a prediction array: numbers by kind, anything else (strings) BYTES."""
+    return _KIND_DATATYPE.get(values.dtype.kind, "BYTES")
+
+
+def encode_output(values: np.ndarray) -> RawOutput:
+    """A prediction array as V2 raw bytes (row-major, little-endian; BYTES length-prefixed)."""
+    datatype = output_datatype(values)
+    if datatype != "BYTES":
+        return RawOutput(datatype, np.ascontiguousarray(values, dtype=_OUTPUT_DTYPES[datatype]).tobytes())
+    parts = []
+    for value in values.reshape(-1).tolist():
+        encoded = str(value).encode("utf-8")
+        parts.append(len(encoded).to_bytes(4, "little"))
+        parts.append(encoded)
+    return RawOutput(datatype, b"".join(parts))
+
+
+def split_binary_body(body: bytes, declared: bytes) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary section of a body sent with Inference-Header-Content-Length."""
+    try:
+        length = int(declared)
+    except ValueError:
+        raise RequestError(400, "invalid_header", "Inference-Header-Content-Length is not a number") from None
+    if not 0 < length <= len(body):
+        raise RequestError(
+            400,
+            "invalid_header",
+            f"Inference-Header-Content-Length is {length}, but the body has {len(body)} bytes; it must "
+            "give the length of the JSON header that starts the body",
+        )
+    return body[:length], memoryview(body)[length:]
