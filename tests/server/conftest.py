@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from model.server import ServerSettings, create_app
+from model.server import ServerApp, ServerSettings, create_app
 from model.spec import RegistrySettings
 from tests.services import free_port
 
@@ -132,7 +132,9 @@ def clients(releases: dict[str, Release]) -> Iterator[dict[str, TestClient]]:
     """The real app object in process, one per model, lifespan started."""
     opened = {}
     for key, rel in releases.items():
-        settings = ServerSettings(model_uri=str(rel.folder), max_batch_rows=500, max_body_bytes=1_000_000)
+        settings = ServerSettings(
+            model_uri=str(rel.folder), max_batch_rows=500, max_body_bytes=1_000_000, grpc_port=free_port()
+        )
         client = TestClient(create_app(settings))
         client.__enter__()
         opened[key] = client
@@ -150,11 +152,20 @@ def client(release: Release, clients: dict[str, TestClient]) -> TestClient:
     return clients[release.key]
 
 
+def grpc_target(client: TestClient) -> str:
+    """host:port of the gRPC service of an in-process app."""
+    app = client.app
+    assert isinstance(app, ServerApp) and app.grpc is not None
+    return f"127.0.0.1:{app.grpc.port}"
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    grpc_target: str = ""
+    """host:port of its gRPC service ("" when started with --grpc-port 0)."""
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -174,6 +185,9 @@ def start_server(
     model_uri: str, scratch: Path, *args: str, env: dict[str, str] | None = None
 ) -> ServerProcess:
     port = free_port()
+    if "--grpc-port" not in args:
+        args = (*args, "--grpc-port", str(free_port()))
+    grpc_port = int(args[args.index("--grpc-port") + 1])
     tmp = scratch / f"tmp-{port}"
     tmp.mkdir(parents=True, exist_ok=True)
     log = scratch / f"server-{port}.log"
@@ -186,7 +200,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    return ServerProcess(proc, f"http://127.0.0.1:{port}", log, f"127.0.0.1:{grpc_port}" if grpc_port else "")
 
 
 def wait_live(server: ServerProcess, timeout: float = 30.0) -> None:

@@ -28,8 +28,9 @@ from tests.server.conftest import REPO, Release, copy_release
 # In the python:3.11-slim base image already; this repository's own package is copied as source.
 _BASE_IMAGE = {"pip", "setuptools", "wheel", "mlops-pulumi"}
 # Imported only when installed: scikit-learn's test helpers (which skops loads) try pytest,
-# and FastAPI (which MLflow loads) tries orjson.
-_OPTIONAL = {"pytest", "pluggy", "iniconfig", "orjson"}
+# FastAPI (which MLflow loads) tries orjson, and urllib3 tries brotli (which the interop
+# tests' tritonclient HTTP stack brings).
+_OPTIONAL = {"pytest", "pluggy", "iniconfig", "orjson", "brotli"}
 
 _REPORT = """
 import atexit, json, os, sys
@@ -120,8 +121,8 @@ def _loaded_by(code: str, *args: str, tmp_path: Path) -> set[str]:
 
 
 def test_serving_image_has_what_the_server_loads(releases: dict[str, Release], tmp_path: Path) -> None:
-    # Both runtimes (numpy, onnxruntime), the scikit-learn fallback, and the HTTP stack
-    # uvicorn picks ("auto" takes uvloop and httptools when they are installed).
+    # Both runtimes (numpy, onnxruntime), the scikit-learn fallback, the HTTP stack uvicorn
+    # picks ("auto" takes uvloop and httptools when they are installed) and the gRPC service.
     without_bundle = copy_release(releases["rf"], tmp_path, without_runtime=True)
     code = f"""
 from uvicorn.config import Config
@@ -138,9 +139,10 @@ assert load_release(str(plain), directory_checksum(plain / "model"), None).runti
 config = Config(create_app(ServerSettings(model_uri=str(plain))))
 config.load()
 config.get_loop_factory()
+import model.server.grpc_service
 """
     loaded = _loaded_by(code, tmp_path=tmp_path)
-    assert {"onnxruntime", "uvloop", "httptools", "scikit-learn"} <= loaded
+    assert {"onnxruntime", "uvloop", "httptools", "scikit-learn", "grpcio", "open-inference-grpc"} <= loaded
     missing = loaded - _installed_by(REPO / "images" / "Dockerfile.serve")
     assert not missing, f"images/Dockerfile.serve does not install {sorted(missing)}"
 

@@ -29,7 +29,7 @@ def test_live_at_once_ready_only_after_load(releases: dict[str, Release]) -> Non
         assert may_finish.wait(30)
         return load_release(str(release.folder), None, None)
 
-    app = create_app(ServerSettings(model_uri=str(release.folder)), loader=slow_load)
+    app = create_app(ServerSettings(model_uri=str(release.folder), grpc_port=0), loader=slow_load)
     with TestClient(app) as client:
         assert loading.wait(30)
         assert client.get("/v2/health/live").status_code == 200
@@ -45,7 +45,7 @@ def test_live_at_once_ready_only_after_load(releases: dict[str, Release]) -> Non
 def test_ready_with_a_row_limit_below_the_example_size(releases: dict[str, Release]) -> None:
     # The self-test predicts on the model's 5-row input example, whatever the request limit.
     release = releases["rf"]
-    app = create_app(ServerSettings(model_uri=str(release.folder), max_batch_rows=1))
+    app = create_app(ServerSettings(model_uri=str(release.folder), max_batch_rows=1, grpc_port=0))
     with TestClient(app) as client:
         wait_ready(client)
         row = release.frame.iloc[:1].to_numpy().tolist()
@@ -111,7 +111,7 @@ def test_pickle_artifacts_are_refused(releases: dict[str, Release], tmp_path: Pa
 
 
 def test_missing_release_reports_why(tmp_path: Path) -> None:
-    app = create_app(ServerSettings(model_uri=str(tmp_path / "nope")))
+    app = create_app(ServerSettings(model_uri=str(tmp_path / "nope"), grpc_port=0))
     with TestClient(app) as client:
         deadline = time.monotonic() + 30
         while app.failure is None:

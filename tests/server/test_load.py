@@ -114,16 +114,22 @@ def test_sigterm_drains_in_flight_requests(releases: dict[str, Release], process
     ]
     for thread in threads:
         thread.start()
+    # The probe's connection is open before the signal, as a load balancer's or kubelet's
+    # keep-alive connection would be: the server keeps listening while any connection is open,
+    # and stops at the first moment none is (a new connection after that is refused).
+    prober = httpx.Client(base_url=server.url, timeout=2)
+    assert prober.get("/v2/health/ready").status_code == 200
     time.sleep(1.0)
     sigterm_at = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     # Readiness turns 503 while the server still listens: a refused connection fails here.
     deadline = time.monotonic() + 0.5  # the signal may land a moment after send_signal
     while True:
-        probe = httpx.get(server.url + "/v2/health/ready", timeout=2).status_code
+        probe = prober.get("/v2/health/ready").status_code
         if probe == 503 or time.monotonic() > deadline:
             break
         time.sleep(0.02)
+    prober.close()
     assert probe == 503
     code = server.proc.wait(4 + 3)
     exited_after = time.monotonic() - sigterm_at

@@ -226,7 +226,7 @@ def test_string_labels_are_served_as_strings(workdir: Path, registry: RegistrySe
         params={"n_estimators": 15},
     )
     folder = Path(train_release(spec, registry, workdir, log=lambda _m: None).model_uri).parent
-    with TestClient(create_app(ServerSettings(model_uri=str(folder)))) as client:
+    with TestClient(create_app(ServerSettings(model_uri=str(folder), grpc_port=0))) as client:
         wait_ready(client)
         assert client.get("/version").json()["runtime"] == "onnxruntime-tree-ensemble"
         rows = frame.drop(columns="species").iloc[[0, 60, 120]].to_numpy().tolist()
