@@ -8,6 +8,8 @@ So training compiles the pipeline (`model/runtime_bundle.py`) into one of:
   minus the validation;
 - `ForestRuntime`: a random forest as one ONNX `TreeEnsemble` run by onnxruntime in double
   precision, with scikit-learn's float64 thresholds and per-tree leaf fractions;
+- `BoostedTreesRuntime`: histogram gradient boosting as one such `TreeEnsemble` (its baseline
+  a first single-leaf tree, leaf values summed in scikit-learn's order), then its inverse link;
 
 and `SklearnRuntime` is the fitted pipeline itself, the fallback. Only numpy and
 onnxruntime are imported here: the fast runtimes must load without scikit-learn. Training
@@ -25,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "PROBA_TOLERANCE",
+    "BoostedTreesRuntime",
     "ForestRuntime",
     "LinearRuntime",
     "Prediction",
@@ -123,21 +126,26 @@ class LinearRuntime:
         return Prediction(self._classes.take(indices, axis=0), proba)
 
 
+def _tree_session(model: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread each: the server has few cores and batches requests itself; onnxruntime's
+    # own pools would fight the event loop and each other for them. One thread also keeps the
+    # per-row sums in tree order, which is what makes them equal scikit-learn's.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class ForestRuntime:
     """A forest as one onnxruntime TreeEnsemble summing per-tree outputs, divided by the tree count."""
 
     name = "onnxruntime-tree-ensemble"
 
     def __init__(self, model: bytes, trees: int, classes: np.ndarray | None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # One thread each: the server has few cores and batches requests itself; onnxruntime's
-        # own pools would fight the event loop and each other for them.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._session = _tree_session(model)
         self._trees = trees
         self._classes = classes
 
@@ -151,6 +159,46 @@ class ForestRuntime:
         if self._classes is None:
             return Prediction(sums[:, 0], None)
         return Prediction(self._classes.take(np.argmax(sums, axis=1), axis=0), sums)
+
+
+BOOSTING_LINKS = ("identity", "exp", "logistic", "softmax")
+"""Inverse links of scikit-learn's losses the boosted-trees runtime applies (squared, absolute and
+quantile error; Poisson and gamma; binary and multiclass log loss)."""
+
+
+class BoostedTreesRuntime:
+    """HistGradientBoosting as one onnxruntime TreeEnsemble (raw scores), then the inverse link.
+
+    scikit-learn compares float64 inputs with float64 thresholds (no float32 cast, unlike the
+    forests) and starts each row's score at the baseline; the ensemble holds the baseline as
+    a first single-leaf tree per output, so the sums run in the same order.
+    """
+
+    name = "onnxruntime-boosted-trees"
+
+    def __init__(self, model: bytes, link: str, classes: np.ndarray | None) -> None:
+        if link not in BOOSTING_LINKS:
+            raise ValueError(f"unknown link {link!r}; known: {', '.join(BOOSTING_LINKS)}")
+        self._session = _tree_session(model)
+        self._link = link
+        self._classes = classes
+
+    def predict(self, X: np.ndarray) -> Prediction:
+        raw = self._session.run(None, {"X": np.ascontiguousarray(X, dtype=np.float64)})[0]
+        if self._classes is None:
+            values = raw[:, 0]
+            if self._link == "exp":
+                values = np.exp(values)
+            return Prediction(values, None)
+        if self._link == "logistic":
+            with np.errstate(over="ignore"):  # exp overflows to inf for scores below -709: p = 0
+                positive = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+            proba = np.stack([1 - positive, positive], axis=1)
+        else:
+            raw -= raw.max(axis=1, keepdims=True)
+            np.exp(raw, out=raw)
+            proba = raw / raw.sum(axis=1, keepdims=True)
+        return Prediction(self._classes.take(np.argmax(proba, axis=1), axis=0), proba)
 
 
 def compare(got: Prediction, want: Prediction) -> tuple[bool, str]:

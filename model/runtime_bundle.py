@@ -3,13 +3,13 @@
 Importing scikit-learn, SciPy and pandas was most of the model server's start-up (about
 3.5 s of 4-6 s here), yet a linear model or a forest needs none of them once its fitted
 numbers are out. So training compiles the pipeline into a runtime that needs only numpy
-(linear models) or onnxruntime (forests), runs it against scikit-learn on reference rows
+(linear models) or onnxruntime (forests, gradient boosting), runs it against scikit-learn on reference rows
 and, when they agree, stores it inside the MLflow model folder with scikit-learn's own
 predictions on those rows:
 
     model/runtime/
         runtime.json     kind, classes, the scikit-learn version it was checked against
-        linear.npz | forest.onnx
+        linear.npz | forest.onnx | boosted_trees.onnx
         reference.npz    reference rows and scikit-learn's labels/probabilities/values on them
 
 Being inside the model folder, the bundle is covered by the release checksum. The server
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from model.runtime import (
+    BoostedTreesRuntime,
     ForestRuntime,
     LinearRuntime,
     Prediction,
@@ -46,6 +47,8 @@ _MANIFEST = "runtime.json"
 _REFERENCE = "reference.npz"
 _LINEAR = "linear.npz"
 _FOREST = "forest.onnx"
+_BOOSTED = "boosted_trees.onnx"
+_FILES = {LinearRuntime.name: _LINEAR, ForestRuntime.name: _FOREST, BoostedTreesRuntime.name: _BOOSTED}
 
 
 class BundleError(RuntimeError):
@@ -91,102 +94,188 @@ def _compile_forest(pipeline: Any, classification: bool) -> _Compiled:
     forest = steps[0]
     if getattr(forest, "n_outputs_", 1) != 1:
         raise TypeError("multi-output forests are served by scikit-learn")
-    model = _forest_onnx(forest, classification)
-    return _Compiled(ForestRuntime.name, {_FOREST: model}, {"trees": len(forest.estimators_)})
-
-
-def _forest_onnx(forest: Any, classification: bool) -> bytes:
-    """One TreeEnsemble node (ai.onnx.ml opset 5, float64) with one copy of each tree per output.
-
-    Each leaf feeds one target with the tree's class fraction (or value), so the per-row sums
-    accumulate in tree order as scikit-learn's do; the runtime divides by the tree count.
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
     outputs = len(forest.classes_) if classification else 1
-    roots: list[int] = []
-    parts: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in ("feature", "split", "true_id", "true_leaf", "false_id", "false_leaf", "target", "weight")
-    }
-    node_base = leaf_base = 0
+    ensemble = _Ensemble(outputs)
     for estimator in forest.estimators_:
         tree = estimator.tree_
-        left, right = tree.children_left, tree.children_right
-        internal = np.flatnonzero(left >= 0)
-        leaves = np.flatnonzero(left < 0)
-        values = tree.value[leaves, 0, :]
+        values = tree.value[:, 0, :]
         if classification:
+            # Per-leaf class fractions, as scikit-learn's predict_proba averages them.
             values = values[:, :outputs]
             norm = values.sum(axis=1)[:, np.newaxis]
             norm[norm == 0.0] = 1.0
             values = values / norm
-        else:
-            values = values[:, :1]
+        # One copy of each tree per output, so each output's sums run in tree order.
+        for target in range(outputs):
+            ensemble.add(
+                tree.children_left,
+                tree.children_right,
+                tree.feature,
+                tree.threshold,
+                values[:, target],
+                target,
+            )
+    model = ensemble.onnx(int(forest.n_features_in_))
+    return _Compiled(ForestRuntime.name, {_FOREST: model}, {"trees": len(forest.estimators_)})
+
+
+_LINKS = {
+    "IdentityLink": "identity",
+    "LogLink": "exp",
+    "LogitLink": "logistic",
+    "MultinomialLogit": "softmax",
+}
+
+
+def _compile_boosting(pipeline: Any, classification: bool) -> _Compiled:
+    """HistGradientBoosting: the baseline as a first single-leaf tree per output, then every
+    iteration's trees in order (each feeding its own output), then the loss's inverse link."""
+    steps = [step for _, step in pipeline.steps]
+    if len(steps) != 1:
+        raise TypeError("only a bare gradient boosting model (no preprocessing steps) is compiled")
+    model = steps[0]
+    if (
+        getattr(model, "_preprocessor", None) is not None
+        or getattr(model, "is_categorical_", None) is not None
+    ):
+        raise TypeError("categorical features are served by scikit-learn")
+    link = _LINKS.get(type(model._loss.link).__name__)
+    if link is None:
+        raise TypeError(f"no inverse link for {type(model._loss.link).__name__}")
+    baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    outputs = baseline.size
+    ensemble = _Ensemble(outputs)
+    leaf = np.array([-1])
+    for target in range(outputs):
+        ensemble.add(leaf, leaf, np.array([0]), np.array([0.0]), baseline[target : target + 1], target)
+    for iteration in model._predictors:
+        for target, predictor in enumerate(iteration):
+            nodes = predictor.nodes
+            if nodes["is_categorical"].any():
+                raise TypeError("categorical splits are served by scikit-learn")
+            is_leaf = nodes["is_leaf"].astype(bool)
+            left = np.where(is_leaf, -1, nodes["left"].astype(np.int64))
+            right = np.where(is_leaf, -1, nodes["right"].astype(np.int64))
+            ensemble.add(left, right, nodes["feature_idx"], nodes["num_threshold"], nodes["value"], target)
+    onnx_model = ensemble.onnx(int(model.n_features_in_))
+    return _Compiled(BoostedTreesRuntime.name, {_BOOSTED: onnx_model}, {"link": link})
+
+
+class _Ensemble:
+    """Trees gathered into one ONNX TreeEnsemble node (ai.onnx.ml opset 5, float64, sum).
+
+    Each tree feeds one output; `tree_roots` keeps the order trees are added in, which is the
+    order onnxruntime adds their leaves into each row's sums (on one thread).
+    """
+
+    def __init__(self, outputs: int) -> None:
+        self.outputs = outputs
+        self.roots: list[int] = []
+        self.parts: dict[str, list[np.ndarray]] = {
+            k: []
+            for k in (
+                "feature",
+                "split",
+                "true_id",
+                "true_leaf",
+                "false_id",
+                "false_leaf",
+                "target",
+                "weight",
+            )
+        }
+        self.node_base = self.leaf_base = 0
+
+    def add(
+        self,
+        left: np.ndarray,
+        right: np.ndarray,
+        feature: np.ndarray,
+        threshold: np.ndarray,
+        value: np.ndarray,
+        target: int,
+    ) -> None:
+        """One binary tree by node arrays (children -1 at leaves; `x <= threshold` goes left)
+        whose leaves add `value[leaf]` to output `target`."""
+        internal = np.flatnonzero(left >= 0)
+        leaves = np.flatnonzero(left < 0)
+        weights = np.asarray(value, dtype=np.float64)[leaves]
         if internal.size == 0:
             # A single-leaf tree: one node whose both branches reach the same leaf.
             internal = np.array([0])
             left_ids = right_ids = np.array([0])
             left_leaf = right_leaf = np.array([1])
-            feature = np.array([0])
-            split = np.array([0.0])
+            features = np.array([0])
+            splits = np.array([0.0])
         else:
-            local_node = np.full(tree.node_count, -1, dtype=np.int64)
+            local_node = np.full(left.size, -1, dtype=np.int64)
             local_node[internal] = np.arange(internal.size)
-            local_leaf = np.full(tree.node_count, -1, dtype=np.int64)
+            local_leaf = np.full(left.size, -1, dtype=np.int64)
             local_leaf[leaves] = np.arange(leaves.size)
             L, R = left[internal], right[internal]
             left_leaf, right_leaf = (left[L] < 0).astype(np.int64), (left[R] < 0).astype(np.int64)
             left_ids = np.where(left_leaf == 1, local_leaf[L], local_node[L])
             right_ids = np.where(right_leaf == 1, local_leaf[R], local_node[R])
-            feature, split = tree.feature[internal], tree.threshold[internal]
-        for target in range(outputs):
-            roots.append(node_base)
-            parts["feature"].append(feature)
-            parts["split"].append(split.astype(np.float64))
-            parts["true_leaf"].append(left_leaf)
-            parts["false_leaf"].append(right_leaf)
-            parts["true_id"].append(np.where(left_leaf == 1, left_ids + leaf_base, left_ids + node_base))
-            parts["false_id"].append(np.where(right_leaf == 1, right_ids + leaf_base, right_ids + node_base))
-            parts["target"].append(np.full(leaves.size, target, dtype=np.int64))
-            parts["weight"].append(values[:, target].astype(np.float64))
-            node_base += internal.size
-            leaf_base += leaves.size
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    node = helper.make_node(
-        "TreeEnsemble",
-        ["X"],
-        ["Y"],
-        domain="ai.onnx.ml",
-        tree_roots=roots,
-        nodes_featureids=cat["feature"].astype(np.int64).tolist(),
-        nodes_splits=numpy_helper.from_array(cat["split"]),
-        nodes_modes=numpy_helper.from_array(np.zeros(node_base, dtype=np.uint8)),
-        nodes_truenodeids=cat["true_id"].tolist(),
-        nodes_trueleafs=cat["true_leaf"].tolist(),
-        nodes_falsenodeids=cat["false_id"].tolist(),
-        nodes_falseleafs=cat["false_leaf"].tolist(),
-        leaf_targetids=cat["target"].tolist(),
-        leaf_weights=numpy_helper.from_array(cat["weight"]),
-        n_targets=outputs,
-        aggregate_function=1,
-        post_transform=0,
-    )
-    width = int(forest.n_features_in_)
-    graph = helper.make_graph(
-        [node],
-        "forest",
-        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, width])],
-        [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, outputs])],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
-    )
-    return bytes(model.SerializeToString())
+            features, splits = feature[internal], threshold[internal]
+        parts = self.parts
+        self.roots.append(self.node_base)
+        parts["feature"].append(np.asarray(features, dtype=np.int64))
+        parts["split"].append(np.asarray(splits, dtype=np.float64))
+        parts["true_leaf"].append(left_leaf)
+        parts["false_leaf"].append(right_leaf)
+        parts["true_id"].append(
+            np.where(left_leaf == 1, left_ids + self.leaf_base, left_ids + self.node_base)
+        )
+        parts["false_id"].append(
+            np.where(right_leaf == 1, right_ids + self.leaf_base, right_ids + self.node_base)
+        )
+        parts["target"].append(np.full(leaves.size, target, dtype=np.int64))
+        parts["weight"].append(weights)
+        self.node_base += internal.size
+        self.leaf_base += leaves.size
+
+    def onnx(self, width: int) -> bytes:
+        from onnx import TensorProto, helper, numpy_helper
+
+        cat = {k: np.concatenate(v) for k, v in self.parts.items()}
+        node = helper.make_node(
+            "TreeEnsemble",
+            ["X"],
+            ["Y"],
+            domain="ai.onnx.ml",
+            tree_roots=self.roots,
+            nodes_featureids=cat["feature"].tolist(),
+            nodes_splits=numpy_helper.from_array(cat["split"]),
+            nodes_modes=numpy_helper.from_array(np.zeros(self.node_base, dtype=np.uint8)),
+            nodes_truenodeids=cat["true_id"].tolist(),
+            nodes_trueleafs=cat["true_leaf"].tolist(),
+            nodes_falsenodeids=cat["false_id"].tolist(),
+            nodes_falseleafs=cat["false_leaf"].tolist(),
+            leaf_targetids=cat["target"].tolist(),
+            leaf_weights=numpy_helper.from_array(cat["weight"]),
+            n_targets=self.outputs,
+            aggregate_function=1,
+            post_transform=0,
+        )
+        graph = helper.make_graph(
+            [node],
+            "trees",
+            [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, width])],
+            [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, self.outputs])],
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+        )
+        return bytes(model.SerializeToString())
 
 
 def _compile(pipeline: Any, classification: bool) -> _Compiled | None:
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
     from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
     final = pipeline.steps[-1][1]
@@ -194,6 +283,8 @@ def _compile(pipeline: Any, classification: bool) -> _Compiled | None:
         return _compile_linear(pipeline)
     if isinstance(final, RandomForestClassifier | RandomForestRegressor):
         return _compile_forest(pipeline, classification)
+    if isinstance(final, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        return _compile_boosting(pipeline, classification)
     return None
 
 
@@ -214,6 +305,8 @@ def _open(kind: str, files: dict[str, bytes], params: dict[str, Any], classes: l
             )
     if kind == ForestRuntime.name:
         return ForestRuntime(files[_FOREST], int(params["trees"]), labels)
+    if kind == BoostedTreesRuntime.name:
+        return BoostedTreesRuntime(files[_BOOSTED], str(params["link"]), labels)
     raise BundleError(f"unknown runtime kind {kind!r}")
 
 
@@ -277,7 +370,7 @@ def load_runtime(model_dir: Path) -> RuntimeChoice | None:
         if manifest.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"runtime bundle format {manifest.get('format')!r} is not {BUNDLE_FORMAT}")
         kind, classes = str(manifest["kind"]), manifest["classes"]
-        names = [_LINEAR] if kind == LinearRuntime.name else [_FOREST] if kind == ForestRuntime.name else []
+        names = [name for runtime, name in _FILES.items() if runtime == kind]
         files = {name: (folder / name).read_bytes() for name in names}
         runtime = _open(kind, files, manifest, classes)
         with np.load(folder / _REFERENCE, allow_pickle=False) as recorded:

@@ -1,4 +1,10 @@
-"""`python -m model.server`: serve one model release (the serving image's entrypoint)."""
+"""`python -m model.server`: serve one model release (the serving image's entrypoint).
+
+The command line is argparse, not typer: typer's import pulls in pydantic and click, about
+0.15 s of a start-up that must stay well under a second. Every flag falls back to an
+MLOPS_* environment variable (argparse converts and checks a text default like a flag),
+as docs/serving.md lists.
+"""
 
 from __future__ import annotations
 
@@ -9,72 +15,100 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-from typing import Annotated  # noqa: E402
-
-import typer  # noqa: E402
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
 
 from model.server.settings import ServerSettings  # noqa: E402
 
-app = typer.Typer(add_completion=False, help=__doc__)
+__all__ = ["app"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-@app.command()
-def main(
-    model_uri: Annotated[
-        str,
-        typer.Option(
-            envvar="MLOPS_MODEL_URI", help="Release folder: path, s3://..., models:/<name>/<version>."
-        ),
-    ],
-    model_sha256: Annotated[
-        str | None, typer.Option(envvar="MLOPS_MODEL_SHA256", help="Expected model checksum.")
-    ] = None,
-    model_version: Annotated[
-        str | None, typer.Option(envvar="MLOPS_MODEL_VERSION", help="Version to report.")
-    ] = None,
-    host: Annotated[str, typer.Option(envvar="MLOPS_HOST")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(envvar="MLOPS_PORT")] = 8080,
-    grpc_port: Annotated[
-        int, typer.Option(envvar="MLOPS_GRPC_PORT", help="Open Inference Protocol over gRPC; 0: off.")
-    ] = 8081,
-    max_body_bytes: Annotated[int, typer.Option(envvar="MLOPS_MAX_BODY_BYTES")] = 16 * 1024 * 1024,
-    max_batch_rows: Annotated[
-        int, typer.Option(envvar="MLOPS_MAX_BATCH_ROWS", help="Most rows per request (413 beyond).")
-    ] = 10_000,
-    drain_seconds: Annotated[float, typer.Option(envvar="MLOPS_DRAIN_SECONDS")] = 20.0,
-    batch_wait_ms: Annotated[
-        float, typer.Option(envvar="MLOPS_BATCH_WAIT_MS", help="Longest wait to combine requests.")
-    ] = 0.2,
-    batch_combined_rows: Annotated[
-        int, typer.Option(envvar="MLOPS_BATCH_COMBINED_ROWS", help="Most rows per combined model call.")
-    ] = 512,
-    load_attempts: Annotated[int, typer.Option(envvar="MLOPS_LOAD_ATTEMPTS")] = 5,
-    access_log: Annotated[bool, typer.Option(envvar="MLOPS_ACCESS_LOG")] = False,
-    log_level: Annotated[str, typer.Option(envvar="MLOPS_LOG_LEVEL")] = "info",
+def _flag(
+    parser: argparse.ArgumentParser, name: str, kind: Callable[[str], Any], default: Any, help: str
 ) -> None:
-    """Serve one release over HTTP until SIGTERM, then drain and exit 0."""
+    variable = "MLOPS_" + name.upper().replace("-", "_")
+    parser.add_argument(
+        f"--{name}",
+        type=kind,
+        default=os.environ.get(variable, default),
+        help=f"{help} [env {variable}; default {default}]",
+    )
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parser(prog: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m model.server",
+        description="Serve one release over HTTP and gRPC until SIGTERM, then drain and exit 0.",
+    )
+    _flag(parser, "model-uri", str, None, "Release folder: path, s3://..., models:/<name>/<version>.")
+    _flag(parser, "model-sha256", str, None, "Expected model checksum.")
+    _flag(parser, "model-version", str, None, "Version to report.")
+    _flag(parser, "host", str, "0.0.0.0", "Address to bind.")
+    _flag(parser, "port", int, 8080, "HTTP port (predictions, health, /metrics).")
+    _flag(parser, "grpc-port", int, 8081, "Open Inference Protocol over gRPC; 0: off.")
+    _flag(parser, "max-body-bytes", int, 16 * 1024 * 1024, "Largest request body or gRPC message.")
+    _flag(parser, "max-batch-rows", int, 10_000, "Most rows per request (413 beyond).")
+    _flag(parser, "drain-seconds", float, 20.0, "Bound on shutdown after SIGTERM.")
+    _flag(parser, "batch-wait-ms", float, 0.2, "Longest wait to combine requests.")
+    _flag(parser, "batch-combined-rows", int, 512, "Most rows per combined model call.")
+    _flag(parser, "load-attempts", int, 5, "Attempts at fetching an s3:// release.")
+    _flag(parser, "log-level", str, "info", "Log level.")
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("MLOPS_ACCESS_LOG", "false"),
+        help="uvicorn's access log [env MLOPS_ACCESS_LOG; default off]",
+    )
+    return parser
+
+
+def app(args: Sequence[str] | None = None, prog_name: str | None = None) -> None:
+    """Parse the command line (or `args`), then serve; exit 2 on bad settings."""
+    parser = _parser(prog_name)
+    options = parser.parse_args(args)
+    if isinstance(options.access_log, str):  # from the environment: argparse leaves it as text
+        try:
+            options.access_log = _boolean(options.access_log)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"MLOPS_ACCESS_LOG: {exc}")
+    if not options.model_uri:
+        parser.error("--model-uri (or MLOPS_MODEL_URI) is required")
     from model.server.server import serve
 
     try:
         settings = ServerSettings(
-            model_uri=model_uri,
-            model_sha256=model_sha256,
-            model_version=model_version,
-            host=host,
-            port=port,
-            grpc_port=grpc_port,
-            max_body_bytes=max_body_bytes,
-            max_batch_rows=max_batch_rows,
-            drain_seconds=drain_seconds,
-            batch_wait_ms=batch_wait_ms,
-            batch_combined_rows=batch_combined_rows,
-            load_attempts=load_attempts,
-            access_log=access_log,
-            log_level=log_level,
+            model_uri=options.model_uri,
+            model_sha256=options.model_sha256,
+            model_version=options.model_version,
+            host=options.host,
+            port=options.port,
+            grpc_port=options.grpc_port,
+            max_body_bytes=options.max_body_bytes,
+            max_batch_rows=options.max_batch_rows,
+            drain_seconds=options.drain_seconds,
+            batch_wait_ms=options.batch_wait_ms,
+            batch_combined_rows=options.batch_combined_rows,
+            load_attempts=options.load_attempts,
+            access_log=options.access_log,
+            log_level=options.log_level,
         )
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     serve(settings)
 
 

@@ -188,13 +188,14 @@ def _import_skops_narrowly() -> None:
         return
     import sklearn.utils
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import LabelEncoder, StandardScaler
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     from model.estimators import ESTIMATORS
 
     classes = {info.cls for info in ESTIMATORS.values()}
-    classes |= {Pipeline, StandardScaler, DecisionTreeClassifier, DecisionTreeRegressor}
+    # The gradient boosting classifier keeps a LabelEncoder (skops trusts it by default).
+    classes |= {Pipeline, StandardScaler, LabelEncoder, DecisionTreeClassifier, DecisionTreeRegressor}
     listing = sorted(((cls.__name__, cls) for cls in classes), key=lambda item: item[0])
     original = sklearn.utils.all_estimators
     sklearn.utils.all_estimators = lambda *args, **kwargs: listing

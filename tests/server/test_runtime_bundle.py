@@ -40,6 +40,9 @@ def _fitted(estimator: str, task: Task, dataset: str, **params: Any) -> tuple[An
     return pipeline, reference
 
 
+BOOSTED = "onnxruntime-boosted-trees"
+
+
 def _classes(pipeline: Any, task: Task) -> list[Any] | None:
     """The labels as training passes them: plain Python values, None for a regressor."""
     return [c.item() for c in pipeline.classes_] if task == "classification" else None
@@ -56,6 +59,11 @@ def _classes(pipeline: Any, task: Task) -> list[Any] | None:
         ("random_forest", "regression", "diabetes", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
         ("ridge", "regression", "diabetes", {}, "numpy-linear"),
         ("linear_regression", "regression", "diabetes", {}, "numpy-linear"),
+        ("hist_gradient_boosting", "classification", "breast_cancer", {"max_iter": 40}, BOOSTED),
+        ("hist_gradient_boosting", "classification", "iris", {"max_iter": 25}, BOOSTED),
+        ("hist_gradient_boosting", "classification", "iris_names", {"max_iter": 10}, BOOSTED),
+        ("hist_gradient_boosting", "regression", "diabetes", {"max_iter": 40}, BOOSTED),
+        ("hist_gradient_boosting", "regression", "diabetes", {"max_iter": 20, "loss": "poisson"}, BOOSTED),
     ],
 )
 def test_every_compiled_estimator_round_trips(
@@ -77,13 +85,27 @@ def test_every_compiled_estimator_round_trips(
         np.testing.assert_allclose(got.values, pipeline.predict(fresh), rtol=0, atol=1e-9)
 
 
-def test_estimators_without_a_faster_runtime_write_nothing(tmp_path: Path) -> None:
-    pipeline, reference = _fitted("hist_gradient_boosting", "classification", "iris", max_iter=20)
-    choice = export_runtime(pipeline, _classes(pipeline, "classification"), reference, tmp_path)
-    assert isinstance(choice.runtime, SklearnRuntime)
-    assert "no faster runtime for HistGradientBoostingClassifier" in choice.reason
-    assert not (tmp_path / RUNTIME_SUBDIR).exists()
-    assert load_runtime(tmp_path) is None
+def test_models_without_a_faster_runtime_write_nothing(tmp_path: Path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = _dataset("iris")
+    # Categorical splits (bitsets) have no TreeEnsemble form here: compiled, then refused.
+    categorical = Pipeline([("model", HistGradientBoostingClassifier(max_iter=5, categorical_features=[0]))])
+    other = Pipeline([("model", DecisionTreeClassifier(random_state=0))])
+    for pipeline, reason in (
+        (categorical, "categorical features are served by scikit-learn"),
+        (other, "no faster runtime for DecisionTreeClassifier"),
+    ):
+        pipeline.fit(X, y)
+        target = tmp_path / type(pipeline.steps[0][1]).__name__
+        target.mkdir()
+        choice = export_runtime(pipeline, _classes(pipeline, "classification"), X.to_numpy(), target)
+        assert isinstance(choice.runtime, SklearnRuntime)
+        assert reason in choice.reason
+        assert not (target / RUNTIME_SUBDIR).exists()
+        assert load_runtime(target) is None
 
 
 def test_a_runtime_that_disagrees_at_training_is_not_stored(
@@ -93,8 +115,8 @@ def test_a_runtime_that_disagrees_at_training_is_not_stored(
 
     pipeline, reference = _fitted("random_forest", "classification", "iris", n_estimators=10)
     other, _ = _fitted("random_forest", "classification", "iris", n_estimators=10, max_depth=1)
-    compile_forest = bundle._forest_onnx
-    monkeypatch.setattr(bundle, "_forest_onnx", lambda _forest, c: compile_forest(other.steps[0][1], c))
+    compile_forest = bundle._compile_forest
+    monkeypatch.setattr(bundle, "_compile_forest", lambda _pipeline, c: compile_forest(other, c))
     choice = export_runtime(pipeline, _classes(pipeline, "classification"), reference, tmp_path)
     assert isinstance(choice.runtime, SklearnRuntime)
     assert "onnxruntime-tree-ensemble refused at training" in choice.reason
@@ -233,3 +255,34 @@ def test_string_labels_are_served_as_strings(workdir: Path, registry: RegistrySe
         answer = client.post("/invocations?probabilities=true", json={"instances": rows}).json()
     assert answer["predictions"] == ["setosa", "versicolor", "virginica"]
     assert len(answer["probabilities"]) == 3
+
+
+@pytest.mark.slow
+def test_gradient_boosting_serves_precompiled_and_falls_back_safely(
+    releases: dict[str, Release], process_factory: Any, tmp_path: Path
+) -> None:
+    """The boosted-trees runtime needs no scikit-learn; without it the release still loads through
+    skops' narrowed trusted list (which must know the classifier's LabelEncoder)."""
+    import httpx
+
+    from tests.server.conftest import expected, split_body, wait_live, wait_ready
+
+    release = releases["hgb"]
+    frame = release.frame.sample(40, random_state=3)
+    without_bundle = copy_release(release, tmp_path, without_runtime=True)
+    for folder, runtime in ((release.folder, BOOSTED), (without_bundle, "scikit-learn")):
+        sha = [] if runtime == BOOSTED else ["--model-sha256", directory_checksum(without_bundle / "model")]
+        server = process_factory(str(folder), *sha)
+        wait_live(server)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            wait_ready(http)
+            assert http.get("/version").json()["runtime"] == runtime, server.log_text()
+            response = http.post("/invocations?probabilities=true", json=split_body(frame))
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == expected(release, frame)
+        np.testing.assert_allclose(
+            response.json()["probabilities"], release.pipeline.predict_proba(frame), rtol=0, atol=1e-9
+        )
+        mapped = Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert ("/sklearn/" in mapped) == (runtime == "scikit-learn")
+        assert server.stop() == 0
