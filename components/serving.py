@@ -164,6 +164,7 @@ class ModelServing(pulumi.ComponentResource):
         account_name = object_name(account)
 
         stable_replicas, canary_replicas = split_replicas(args.replicas, args.canary_weight)
+        stable_name = f"{args.model_name}-stable"
         stable = self._deployment(
             f"{name}-deployment", "stable", args, args.release, stable_replicas, account_name, base, selector
         )
@@ -189,11 +190,9 @@ class ModelServing(pulumi.ComponentResource):
             f"{name}-autoscaler",
             metadata={"namespace": args.namespace, "labels": base},
             spec={
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": object_name(stable),
-                },
+                # The Deployment's fixed name, not its output: during a preview of a rollout the
+                # Deployment's outputs are unknown, which would show the HPA as changing too.
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": stable_name},
                 "minReplicas": stable_replicas,
                 "maxReplicas": max(args.max_replicas - canary_replicas, stable_replicas),
                 "metrics": [
@@ -346,7 +345,7 @@ class ModelServing(pulumi.ComponentResource):
         return k8s.apps.v1.Deployment(
             resource_name,
             metadata={
-                "name": f"{args.model_name}-{track}",
+                "name": f"{args.model_name}-{track}",  # <model>-stable is the autoscaler's target
                 "namespace": args.namespace,
                 "labels": release_labels,
                 "annotations": annotations,
