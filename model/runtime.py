@@ -144,10 +144,12 @@ class ForestRuntime:
 
     name = "onnxruntime-tree-ensemble"
 
-    def __init__(self, model: bytes, trees: int, classes: np.ndarray | None) -> None:
+    def __init__(self, model: bytes, trees: int, classes: np.ndarray | None, binary: bool = False) -> None:
         self._session = _tree_session(model)
         self._trees = trees
         self._classes = classes
+        self._binary = binary
+        """The ensemble sums the second class only; the first is one minus it."""
 
     def predict(self, X: np.ndarray) -> Prediction:
         # scikit-learn walks trees on float32 inputs against float64 thresholds (values beyond
@@ -158,6 +160,8 @@ class ForestRuntime:
         sums /= self._trees
         if self._classes is None:
             return Prediction(sums[:, 0], None)
+        if self._binary:
+            sums = np.concatenate([1.0 - sums, sums], axis=1)
         return Prediction(self._classes.take(np.argmax(sums, axis=1), axis=0), sums)
 
 

@@ -94,17 +94,23 @@ def _compile_forest(pipeline: Any, classification: bool) -> _Compiled:
     forest = steps[0]
     if getattr(forest, "n_outputs_", 1) != 1:
         raise TypeError("multi-output forests are served by scikit-learn")
-    outputs = len(forest.classes_) if classification else 1
+    classes = len(forest.classes_) if classification else 1
+    # A binary forest sums only the second class's fractions (the first is one minus that, within
+    # 1e-16 of scikit-learn's own sum): half the tree walks of one copy per class.
+    binary = classes == 2
+    outputs = 1 if binary else classes
     ensemble = _Ensemble(outputs)
     for estimator in forest.estimators_:
         tree = estimator.tree_
         values = tree.value[:, 0, :]
         if classification:
             # Per-leaf class fractions, as scikit-learn's predict_proba averages them.
-            values = values[:, :outputs]
+            values = values[:, :classes]
             norm = values.sum(axis=1)[:, np.newaxis]
             norm[norm == 0.0] = 1.0
             values = values / norm
+        if binary:
+            values = values[:, 1:]
         # One copy of each tree per output, so each output's sums run in tree order.
         for target in range(outputs):
             ensemble.add(
@@ -116,7 +122,8 @@ def _compile_forest(pipeline: Any, classification: bool) -> _Compiled:
                 target,
             )
     model = ensemble.onnx(int(forest.n_features_in_))
-    return _Compiled(ForestRuntime.name, {_FOREST: model}, {"trees": len(forest.estimators_)})
+    params = {"trees": len(forest.estimators_), "binary": binary}
+    return _Compiled(ForestRuntime.name, {_FOREST: model}, params)
 
 
 _LINKS = {
@@ -304,7 +311,8 @@ def _open(kind: str, files: dict[str, bytes], params: dict[str, Any], classes: l
                 labels,
             )
     if kind == ForestRuntime.name:
-        return ForestRuntime(files[_FOREST], int(params["trees"]), labels)
+        binary = bool(params.get("binary", False))
+        return ForestRuntime(files[_FOREST], int(params["trees"]), labels, binary)
     if kind == BoostedTreesRuntime.name:
         return BoostedTreesRuntime(files[_BOOSTED], str(params["link"]), labels)
     raise BundleError(f"unknown runtime kind {kind!r}")

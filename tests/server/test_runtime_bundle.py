@@ -54,6 +54,13 @@ def _classes(pipeline: Any, task: Task) -> list[Any] | None:
         ("logistic_regression", "classification", "breast_cancer", {"max_iter": 500}, "numpy-linear"),
         ("logistic_regression", "classification", "iris", {"max_iter": 500}, "numpy-linear"),
         ("random_forest", "classification", "iris", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
+        (
+            "random_forest",
+            "classification",
+            "breast_cancer",
+            {"n_estimators": 30},
+            "onnxruntime-tree-ensemble",
+        ),
         ("random_forest", "classification", "iris_names", {"n_estimators": 9}, "onnxruntime-tree-ensemble"),
         ("logistic_regression", "classification", "iris_names", {"max_iter": 500}, "numpy-linear"),
         ("random_forest", "regression", "diabetes", {"n_estimators": 25}, "onnxruntime-tree-ensemble"),
