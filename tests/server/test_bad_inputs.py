@@ -359,3 +359,88 @@ def test_v2_values_are_checked_like_invocations(client: TestClient, release: Rel
     for tensor, code, field, row in cases:
         response = client.post(url, json={"inputs": [tensor]})
         check_error(response, 400, code, _resolve(field, release.columns), row)
+
+
+def test_large_v2_bodies_are_checked_like_small_ones(client: TestClient, release: Release) -> None:
+    """Bodies past a few KB take the simdjson path (numbers straight into numpy); a bad value
+    deep inside gets the same error as in a small body, and a good one the same answer."""
+    width = len(release.columns)
+    rows = 300
+    base = release.frame.sample(rows, replace=True, random_state=9).to_numpy()
+    url = f"/v2/models/{release.model_name}/infer"
+
+    def body(data: list[Any], **tensor: Any) -> bytes:
+        spec = {"name": "input-0", "shape": [rows, width], "datatype": "FP64", "data": data, **tensor}
+        return json.dumps({"inputs": [spec]}, allow_nan=True).encode()
+
+    flat: list[Any] = base.ravel().tolist()
+    good = client.post(url, content=body(flat), headers={"content-type": "application/json"})
+    assert good.status_code == 200
+    assert len(body(flat)) > 8192
+    nested = client.post(url, content=body(base.tolist()), headers={"content-type": "application/json"})
+    assert nested.json()["outputs"] == good.json()["outputs"]
+    at = 250 * width + 1  # row 250, the second column
+    cases: list[tuple[Any, str, str | None, int | None]] = [
+        (None, "null_value", "<col1>", 250),
+        (True, "type_mismatch", "<col1>", 250),
+        (MARKER, "type_mismatch", "<col1>", 250),
+        ({"a": 1}, "type_mismatch", "<col1>", 250),
+        (float("nan"), "non_finite", "<col1>", 250),
+        (1e999, "non_finite", "<col1>", 250),
+        ([0.5], "type_mismatch", "<col1>", 250),
+    ]
+    for value, code, field, row in cases:
+        data = list(flat)
+        data[at] = value
+        response = client.post(url, content=body(data), headers={"content-type": "application/json"})
+        check_error(response, 400, code, _resolve(field, release.columns), row)
+    short = client.post(url, content=body(flat[:-1]), headers={"content-type": "application/json"})
+    check_error(short, 400, "shape_mismatch", "inputs[0]", None)
+    # A key given twice: the last one counts, as in a small body (orjson's rule).
+    twice = body(flat).replace(b'"datatype": "FP64"', b'"datatype": "BYTES", "datatype": "FP64"')
+    assert client.post(url, content=twice, headers={"content-type": "application/json"}).status_code == 200
+    ints = client.post(
+        url, content=body(flat, datatype="INT64"), headers={"content-type": "application/json"}
+    )
+    check_error(ints, 400, "type_mismatch", _resolve("<col0>", release.columns), 0)
+
+
+def test_large_dataframe_split_bodies_are_checked_like_small_ones(
+    client: TestClient, release: Release
+) -> None:
+    frame = release.frame.sample(300, replace=True, random_state=8)
+    columns = release.columns
+    rows: list[list[Any]] = frame.to_numpy().tolist()
+
+    def post(payload: dict[str, Any]) -> Any:
+        content = json.dumps(payload, allow_nan=True).encode()
+        assert len(content) > 8192
+        return client.post("/invocations", content=content, headers={"content-type": "application/json"})
+
+    want = release.pipeline.predict(frame).tolist()
+    reordered = frame[list(reversed(columns))]
+    for payload in (
+        _split(columns, rows),
+        _split(list(reversed(columns)), reordered.to_numpy().tolist()),
+        {"dataframe_split": {"columns": columns, "data": rows, "index": list(range(300))}},
+        {**_split(columns, rows), "params": {"probabilities": True}},
+    ):
+        response = post(payload)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == want
+    assert "probabilities" in post({**_split(columns, rows), "params": {"probabilities": True}}).json()
+    cases: list[tuple[list[list[Any]], str, str | None, int | None]] = [
+        (_with(rows, 250, 1, None), "null_value", "<col1>", 250),
+        (_with(rows, 250, 1, False), "type_mismatch", "<col1>", 250),
+        (_with(rows, 250, 1, [1.0]), "type_mismatch", "<col1>", 250),
+        (_with(rows, 250, 1, float("inf")), "non_finite", "<col1>", 250),
+        ([*rows[:250], rows[250][:-1], *rows[251:]], "ragged_row", None, 250),
+        # Same count of numbers, rows of the wrong lengths: still ragged.
+        ([*rows[:250], rows[250][:-1], [*rows[251], rows[250][-1]], *rows[252:]], "ragged_row", None, 250),
+    ]
+    for data, code, field, row in cases:
+        check_error(post(_split(columns, data)), 400, code, _resolve(field, columns), row)
+    index = post({"dataframe_split": {"columns": columns, "data": rows, "index": [0]}})
+    check_error(index, 400, "invalid_structure", "index", None)
+    extra = post({**_split(columns, rows), MARKER: 1})
+    check_error(extra, 400, "unknown_key", "body[1]", None)
