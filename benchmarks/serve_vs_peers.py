@@ -1,0 +1,685 @@
+"""Benchmark: our model server against Seldon MLServer and KServe's model server, same models, same run.
+
+    .venv/bin/python -m benchmarks.serve_vs_peers [--duration 5] [--runs 3] [--json-out FILE]
+
+Trains the reference releases (logistic regression on 20 features; 100-tree random forest on
+breast cancer; for start-up also a 300-tree forest and a gradient boosting model), installs
+each peer into its own environment (`benchmarks/peers.py`), and for each model starts each
+server in turn on loopback: ours, MLServer and KServe each as a user first starts them and
+with their best settings for 2 cores. Before timing, every server must answer exactly what
+scikit-learn answers on a 1,000-row batch over each protocol it is timed on (a protocol that
+fails the check is reported, not timed). Then, all with the Open Inference Protocol:
+
+- single-row JSON requests at concurrency 1, 8 and 32 (wrk): requests/s, p50, p99;
+- batches of 1,000 and 10,000 rows at concurrency 4: JSON (wrk), binary tensors over HTTP
+  (wrk, where the server takes them) and gRPC with raw tensors (an asyncio client);
+- seconds from process start to the first correct answer (median of --start-runs), and the
+  resident memory of the idle process tree right after it;
+- the in-process floor: scikit-learn `predict` and our compiled runtime on the same batches.
+
+Ratios are against the best peer per column. Not a test: it asserts nothing, only reports.
+Needs `wrk` on PATH (Debian: wrk); the peers' first install takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.peers import (
+    PEER_SETTINGS,
+    PeerLaunch,
+    ensure_peer_env,
+    export_joblib,
+    launch_kserve,
+    launch_mlserver,
+    peer_versions,
+)
+from benchmarks.serve_vs_mlflow import _free_port, _parse_duration, _stop, _tree_rss_mb
+
+REPO = Path(__file__).resolve().parents[1]
+CONCURRENCY = (1, 8, 32)
+BATCHES = (1000, 10000)
+BATCH_CONCURRENCY = 4
+MODELS = ("logistic_regression", "random_forest")
+START_ONLY = ("random_forest_300", "hist_gradient_boosting")
+_GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@dataclass(frozen=True)
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Figures:
+    settings: str = ""
+    start_s: float = 0.0
+    idle_mb: float = 0.0
+    single: dict[int, Load] = field(default_factory=dict)
+    rows_per_s: dict[str, float] = field(default_factory=dict)
+    """By "<protocol>-<rows>": json-1000, binary-1000, grpc-1000, ..."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Protocols not timed, and why (unsupported, or a wrong answer)."""
+    errors: int = 0
+
+
+# -- request bodies ------------------------------------------------------------------------
+
+
+def v2_json(rows: np.ndarray) -> bytes:
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def v2_binary(rows: np.ndarray) -> tuple[bytes, int]:
+    """A binary data extension body (raw inputs, raw outputs asked for) and its JSON header length."""
+    raw = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    head = json.dumps(header).encode()
+    return head + raw, len(head)
+
+
+def grpc_request(model_name: str, rows: np.ndarray) -> bytes:
+    from open_inference.grpc import protocol as pb
+
+    request = pb.ModelInferRequest(model_name=model_name)
+    request.inputs.add(name="input-0", datatype="FP64", shape=list(rows.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<f8").tobytes())
+    return bytes(request.SerializeToString())
+
+
+# -- answers -------------------------------------------------------------------------------
+
+_NUMPY = {"INT64": "<i8", "INT32": "<i4", "FP64": "<f8", "FP32": "<f4", "BOOL": "?", "UINT64": "<u8"}
+
+
+def labels_from_http(response: httpx.Response) -> list[Any]:
+    header = response.headers.get("inference-header-content-length")
+    if header is None:
+        return list(np.ravel(response.json()["outputs"][0]["data"]))
+    length = int(header)
+    output = json.loads(response.content[:length])["outputs"][0]
+    size = output.get("parameters", {}).get("binary_data_size")
+    if size is None:
+        return list(np.ravel(output["data"]))
+    return np.frombuffer(response.content[length : length + size], dtype=_NUMPY[output["datatype"]]).tolist()
+
+
+def labels_from_grpc(raw: bytes) -> list[Any]:
+    from open_inference.grpc import protocol as pb
+
+    response = pb.ModelInferResponse.FromString(raw)
+    output = response.outputs[0]
+    if response.raw_output_contents:
+        return np.frombuffer(response.raw_output_contents[0], dtype=_NUMPY[output.datatype]).tolist()
+    contents = output.contents
+    for name in ("int64_contents", "int_contents", "fp64_contents", "fp32_contents", "bool_contents"):
+        if len(getattr(contents, name)):
+            return list(getattr(contents, name))
+    return []
+
+
+# -- load generators -----------------------------------------------------------------------
+
+
+def run_wrk(url: str, body: Path, headers: dict[str, str], connections: int, seconds: float) -> Load:
+    script = body.with_suffix(".lua")
+    lines = [f'local f = io.open("{body}", "rb")', 'wrk.method = "POST"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    lines += ['wrk.body = f:read("*all")', "f:close()"]
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{min(connections, 2)}",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "--timeout",
+            "20s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 90,
+        check=True,
+    ).stdout
+    import re
+
+    def grab(pattern: str) -> str:
+        match = re.search(pattern, out, re.M)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return match.group(1)
+
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in match.groups())
+    return Load(
+        float(grab(r"Requests/sec:\s+([\d.]+)")),
+        _parse_duration(grab(r"^\s+50%\s+(\S+)")),
+        _parse_duration(grab(r"^\s+99%\s+(\S+)")),
+        errors,
+    )
+
+
+async def _grpc_load(target: str, request: bytes, connections: int, seconds: float) -> tuple[float, int]:
+    from grpc import aio
+
+    count = errors = 0
+    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    async with aio.insecure_channel(target, options=options) as channel:
+        call = channel.unary_unary(_GRPC_INFER)
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal count, errors
+            while time.perf_counter() < deadline:
+                try:
+                    await call(request, timeout=30)
+                    count += 1
+                except aio.AioRpcError:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return count / (time.perf_counter() - started), errors
+
+
+def run_grpc(target: str, request: bytes, connections: int, seconds: float) -> tuple[float, int]:
+    """Requests per second and errors, `connections` calls in flight over one channel."""
+    return asyncio.run(_grpc_load(target, request, connections, seconds))
+
+
+def grpc_once(target: str, request: bytes) -> bytes:
+    import grpc
+
+    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        response: bytes = channel.unary_unary(_GRPC_INFER)(request, timeout=60)
+        return response
+
+
+# -- one server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    launch: PeerLaunch
+    settings: str
+
+
+def _first_answer(
+    url: str, body: bytes, proc: subprocess.Popen[bytes], started: float, limit: float
+) -> float:
+    with httpx.Client(timeout=60) as http:
+        while time.monotonic() - started < limit:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before answering")
+            try:
+                response = http.post(url, content=body, headers={"content-type": "application/json"})
+                if response.status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+    raise RuntimeError(f"no answer within {limit}s")
+
+
+def measure(
+    server: Server, X: np.ndarray, want: dict[int, list[Any]], scratch: Path, args: argparse.Namespace
+) -> Figures:
+    figures = Figures(settings=server.settings)
+    name, model = server.name, server.launch.model_name
+    bodies = scratch / f"{name}-{model}"
+    bodies.mkdir(parents=True, exist_ok=True)
+    single = bodies / "single.json"
+    single.write_bytes(v2_json(X[:1]))
+    log = scratch / f"{name}-{model}.log"
+    starts: list[float] = []
+    proc = None
+    http_port = grpc_port = 0
+    for attempt in range(args.start_runs):
+        if proc is not None:
+            _stop(proc)
+        http_port, grpc_port = _free_port(), _free_port()
+        started = time.monotonic()
+        proc = server.launch.start(http_port, grpc_port, log)
+        url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
+        starts.append(_first_answer(url, single.read_bytes(), proc, started, 300))
+        print(f"  {name}: first answer after {starts[-1]:.2f}s (start {attempt + 1})", flush=True)
+    assert proc is not None
+    figures.start_s = statistics.median(starts)
+    time.sleep(1.0)
+    figures.idle_mb = _tree_rss_mb(proc.pid)
+    print(f"  {name}: idle resident memory {figures.idle_mb:.0f} MB", flush=True)
+    url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
+    target = f"127.0.0.1:{grpc_port}"
+    json_headers = {"Content-Type": "application/json"}
+    try:
+        plans: dict[str, tuple[str, Path, dict[str, str]] | bytes] = {}
+        for size in BATCHES:
+            rows = X[:size]
+            path = bodies / f"json-{size}.json"
+            path.write_bytes(v2_json(rows))
+            plans[f"json-{size}"] = (url, path, json_headers)
+            if server.launch.binary_http:
+                body, head = v2_binary(rows)
+                path = bodies / f"binary-{size}.bin"
+                path.write_bytes(body)
+                plans[f"binary-{size}"] = (
+                    url,
+                    path,
+                    {
+                        "Content-Type": "application/octet-stream",
+                        "Inference-Header-Content-Length": str(head),
+                    },
+                )
+            else:
+                figures.skipped[f"binary-{size}"] = "no binary data extension over HTTP"
+            plans[f"grpc-{size}"] = grpc_request(model, rows)
+        # Correctness first: every timed protocol answers what scikit-learn answers.
+        for key, plan in list(plans.items()):
+            size = int(key.split("-")[1])
+            try:
+                if isinstance(plan, bytes):
+                    got = labels_from_grpc(grpc_once(target, plan))
+                else:
+                    response = httpx.post(plan[0], content=plan[1].read_bytes(), headers=plan[2], timeout=120)
+                    response.raise_for_status()
+                    got = labels_from_http(response)
+            except Exception as exc:
+                figures.skipped[key] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+                del plans[key]
+                continue
+            if got != want[size]:
+                figures.skipped[key] = "answers differ from scikit-learn"
+                del plans[key]
+        print(f"  {name}: checked {', '.join(plans)}; skipped {figures.skipped or 'none'}", flush=True)
+        if "json-1000" not in plans:
+            raise RuntimeError(f"{name} does not answer V2 JSON correctly: {figures.skipped}")
+        run_wrk(url, single, json_headers, 8, 2)  # warm-up
+        for connections in CONCURRENCY:
+            loads = [run_wrk(url, single, json_headers, connections, args.duration) for _ in range(args.runs)]
+            figures.single[connections] = Load(
+                statistics.median(r.rps for r in loads),
+                statistics.median(r.p50_ms for r in loads),
+                statistics.median(r.p99_ms for r in loads),
+                sum(r.errors for r in loads),
+            )
+            r = figures.single[connections]
+            figures.errors += r.errors
+            print(
+                f"  {name}: c={connections:<2} {r.rps:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  "
+                f"p99 {r.p99_ms:8.2f} ms  errors {r.errors}",
+                flush=True,
+            )
+        for key, plan in plans.items():
+            size = int(key.split("-")[1])
+            if isinstance(plan, bytes):
+                results = [run_grpc(target, plan, BATCH_CONCURRENCY, args.duration) for _ in range(args.runs)]
+                rps = statistics.median(r[0] for r in results)
+                figures.errors += sum(r[1] for r in results)
+            else:
+                loads = [
+                    run_wrk(plan[0], plan[1], plan[2], BATCH_CONCURRENCY, args.duration)
+                    for _ in range(args.runs)
+                ]
+                rps = statistics.median(r.rps for r in loads)
+                figures.errors += sum(r.errors for r in loads)
+            figures.rows_per_s[key] = rps * size
+            print(f"  {name}: {key:12s} {figures.rows_per_s[key]:12.0f} rows/s", flush=True)
+    finally:
+        _stop(proc)
+    return figures
+
+
+def start_only(server: Server, X: np.ndarray, scratch: Path, runs: int) -> float:
+    """Median seconds from process start to the first answer (for the start-up-only models)."""
+    body = v2_json(X[:1])
+    log = scratch / f"{server.name}-{server.launch.model_name}.log"
+    starts = []
+    for _ in range(runs):
+        http_port, grpc_port = _free_port(), _free_port()
+        started = time.monotonic()
+        proc = server.launch.start(http_port, grpc_port, log)
+        try:
+            url = f"http://127.0.0.1:{http_port}/v2/models/{server.launch.model_name}/infer"
+            starts.append(_first_answer(url, body, proc, started, 300))
+        finally:
+            _stop(proc)
+    return statistics.median(starts)
+
+
+def launch_ours(release: Path, model_name: str) -> PeerLaunch:
+    def start(http_port: int, grpc_port: int, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "model.server", "--model-uri", str(release)),
+                    *("--host", "127.0.0.1", "--port", str(http_port), "--grpc-port", str(grpc_port)),
+                ],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    return PeerLaunch("ours", model_name, start, binary_http=True)
+
+
+# -- in-process floor ----------------------------------------------------------------------
+
+
+def _rows_per_s(predict: Any, batch: Any, size: int) -> float:
+    predict(batch)
+    times = []
+    for _ in range(15):
+        started = time.perf_counter()
+        predict(batch)
+        times.append(time.perf_counter() - started)
+    return size / statistics.median(times)
+
+
+def in_process(release: Path, X: np.ndarray, columns: list[str]) -> dict[str, float]:
+    import pandas as pd
+
+    from model.artifact import ReleaseMetadata, load_sklearn_model
+    from model.runtime_bundle import load_runtime
+
+    meta = ReleaseMetadata.from_json((release / "release.json").read_text())
+    pipeline = load_sklearn_model(release / "model", meta.estimator, meta.task, meta.model_sha256)
+    choice = load_runtime(release / "model")
+    floor = {}
+    for size in BATCHES:
+        frame = pd.DataFrame(X[:size], columns=columns)
+        floor[f"sklearn-{size}"] = _rows_per_s(pipeline.predict, frame, size)
+        if choice is not None:
+            floor[f"runtime-{size}"] = _rows_per_s(
+                choice.runtime.predict, np.ascontiguousarray(X[:size]), size
+            )
+    return floor
+
+
+# -- models --------------------------------------------------------------------------------
+
+
+def train_models(workdir: Path) -> dict[str, Path]:
+    """The two measured releases, and the two only started (a 300-tree forest, gradient boosting)."""
+    from dataclasses import asdict as as_dict
+
+    from benchmarks.serve_models import train_bench_models
+    from model.spec import RegistrySettings, TrainingSpec
+    from model.train import train_release
+
+    folders = {key: Path(value) for key, value in as_dict(train_bench_models(workdir)).items()}
+    registry = RegistrySettings(
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
+    )
+    extra = {
+        "random_forest_300": ("bench-rf300", "random_forest", {"n_estimators": 300}),
+        "hist_gradient_boosting": ("bench-hgb", "hist_gradient_boosting", {}),
+    }
+    for key, (name, estimator, params) in extra.items():
+        spec = TrainingSpec(
+            model_name=name,
+            dataset="sklearn:breast_cancer",
+            target="target",
+            task="classification",
+            estimator=estimator,
+            params=params,
+        )
+        folders[key] = Path(train_release(spec, registry, workdir, log=lambda _m: None).model_uri).parent
+    return folders
+
+
+def _rows(release: Path, size: int) -> tuple[np.ndarray, list[str]]:
+    """`size` rows drawn (with jitter) from the release's training profile's example rows."""
+    meta = json.loads((release / "release.json").read_text())
+    example = json.loads((release / "model" / "serving_input_example.json").read_text())["dataframe_split"]
+    base = np.asarray(example["data"], dtype=np.float64)
+    rng = np.random.default_rng(size)
+    picks = base[rng.integers(0, len(base), size)]
+    jitter = rng.normal(0, np.maximum(base.std(axis=0), 1e-3) / 4, picks.shape)
+    return np.round(picks + jitter, 6), list(meta["feature_names"])
+
+
+def _ratio(ours: float, peer: float, lower_is_better: bool = False) -> float:
+    if not ours or not peer:
+        return float("nan")
+    return peer / ours if lower_is_better else ours / peer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=5, help="seconds per load run")
+    parser.add_argument("--runs", type=int, default=3, help="load runs per figure (median)")
+    parser.add_argument("--start-runs", type=int, default=3, help="process starts per server (median)")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--peers", default="mlserver,mlserver-tuned,kserve,kserve-tuned")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)")
+    peers = [p for p in args.peers.split(",") if p]
+    pythons = {kind: ensure_peer_env(kind) for kind in {p.split("-")[0] for p in peers}}
+    scratch = args.workdir or Path(tempfile.mkdtemp(prefix="serve-peers-"))
+    print(f"training the benchmark models under {scratch}", flush=True)
+    releases = train_models(scratch / "models")
+    from importlib.metadata import version
+
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "duration_s": args.duration,
+        "runs": args.runs,
+        "start_runs": args.start_runs,
+        "batch_concurrency": BATCH_CONCURRENCY,
+        "versions": {
+            "ours": {p: version(p) for p in ("scikit-learn", "numpy", "onnxruntime", "uvicorn", "grpcio")},
+            **{
+                kind: peer_versions(python, (kind, "scikit-learn", "numpy", "uvicorn", "grpcio"))
+                for kind, python in pythons.items()
+            },
+        },
+        "settings": PEER_SETTINGS,
+        "models": {},
+        "start_only": {},
+    }
+    max_rows = max(BATCHES)
+    for key in args.models.split(","):
+        release = releases[key]
+        meta = json.loads((release / "release.json").read_text())
+        X, columns = _rows(release, max_rows)
+        joblib_path = export_joblib(release, scratch / "peer-models" / key)
+        import joblib
+
+        pipeline = joblib.load(joblib_path)
+        want = {size: pipeline.predict(X[:size]).tolist() for size in BATCHES}
+        print(f"\n== {key} ({meta['estimator']}, {len(columns)} features)", flush=True)
+        servers = [Server("ours", launch_ours(release, meta["model_name"]), "defaults")]
+        for peer in peers:
+            kind, tuned = peer.split("-")[0], peer.endswith("-tuned")
+            python = pythons[kind]
+            if kind == "mlserver":
+                launch = launch_mlserver(
+                    python, joblib_path, meta["model_name"], scratch / "peer-models", tuned
+                )
+            else:
+                launch = launch_kserve(python, joblib_path, meta["model_name"], tuned)
+            servers.append(Server(peer, launch, PEER_SETTINGS[peer]))
+        figures = {}
+        for server in servers:
+            try:
+                figures[server.name] = asdict(measure(server, X, want, scratch, args))
+            except Exception as exc:
+                print(f"  {server.name}: FAILED: {exc}", flush=True)
+                figures[server.name] = {"failed": f"{type(exc).__name__}: {exc}"}
+        report["models"][key] = {
+            "estimator": meta["estimator"],
+            "servers": figures,
+            "in_process_rows_per_s": in_process(release, X, columns),
+        }
+    for key in START_ONLY:
+        release = releases[key]
+        meta = json.loads((release / "release.json").read_text())
+        X, _ = _rows(release, 10)
+        joblib_path = export_joblib(release, scratch / "peer-models" / key)
+        servers = [Server("ours", launch_ours(release, meta["model_name"]), "defaults")]
+        for peer in peers:
+            kind, tuned = peer.split("-")[0], peer.endswith("-tuned")
+            if kind == "mlserver":
+                launch = launch_mlserver(
+                    pythons[kind], joblib_path, meta["model_name"], scratch / "peer-models", tuned
+                )
+            else:
+                launch = launch_kserve(pythons[kind], joblib_path, meta["model_name"], tuned)
+            servers.append(Server(peer, launch, PEER_SETTINGS[peer]))
+        report["start_only"][key] = {}
+        for server in servers:
+            try:
+                report["start_only"][key][server.name] = start_only(server, X, scratch, args.start_runs)
+            except Exception as exc:
+                report["start_only"][key][server.name] = f"failed: {exc}"
+            print(f"  start {key} {server.name}: {report['start_only'][key][server.name]}", flush=True)
+    report["load_average_end"] = os.getloadavg()
+    print(render(report))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {args.json_out}")
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _best(servers: dict[str, Any], peers: list[str], value: Any, lower: bool = False) -> tuple[float, str]:
+    found = [(value(servers[p]), p) for p in peers if "failed" not in servers[p]]
+    found = [(v, p) for v, p in found if v]
+    if not found:
+        return 0.0, "-"
+    return min(found) if lower else max(found)
+
+
+def _row(
+    out: list[str], servers: dict[str, Any], label: str, get: Any, fmt: str, lower: bool = False
+) -> None:
+    """One table row: every server's value, the best peer's, and our ratio to it."""
+    names = list(servers)
+    peers = [n for n in names if n != "ours"]
+    cells = []
+    for name in names:
+        figures = servers[name]
+        if "failed" in figures:
+            cells.append("failed")
+            continue
+        value = get(figures)
+        cells.append("n/a" if not value else format(value, fmt))
+    best, who = _best(servers, peers, get, lower)
+    ours = None if "failed" in servers["ours"] else get(servers["ours"])
+    ratio = _ratio(ours or 0.0, best, lower)
+    shown = "-" if ratio != ratio else (f"{ratio:.1f}x lower" if lower else f"{ratio:.1f}x")
+    out.append(f"| {label} | " + " | ".join(cells) + f" | {who} | {shown} |")
+
+
+def _single(figures: dict[str, Any], connections: int, key: str) -> Any:
+    single = figures["single"]
+    return single.get(str(connections), single.get(connections, {})).get(key)
+
+
+def _best_protocol(figures: dict[str, Any], size: int) -> float:
+    return max((v for k, v in figures["rows_per_s"].items() if k.endswith(f"-{size}")), default=0.0)
+
+
+def render(report: dict[str, Any]) -> str:
+    """Markdown tables: each server's figures, the best peer and our ratio to it."""
+    out: list[str] = []
+    for key, model in report["models"].items():
+        servers = model["servers"]
+        names = list(servers)
+        floor = model["in_process_rows_per_s"]
+        out.append(f"\n**{key}** ({model['estimator']})\n")
+        out.append("| Figure | " + " | ".join(names) + " | best peer | ours vs best peer |")
+        out.append("|---" * (len(names) + 3) + "|")
+        for c in CONCURRENCY:
+            _row(out, servers, f"single row, c={c}: req/s", lambda f, c=c: _single(f, c, "rps"), ".0f")
+            _row(
+                out,
+                servers,
+                f"single row, c={c}: p99 ms",
+                lambda f, c=c: _single(f, c, "p99_ms"),
+                ".2f",
+                True,
+            )
+        for size in BATCHES:
+            for protocol in ("json", "binary", "grpc"):
+                label = f"{size:,} rows, {protocol}: rows/s"
+                _row(out, servers, label, lambda f, k=f"{protocol}-{size}": f["rows_per_s"].get(k), ".0f")
+            label = f"{size:,} rows, best protocol: rows/s"
+            _row(out, servers, label, lambda f, s=size: _best_protocol(f, s), ".0f")
+        _row(out, servers, "start to first answer, s", lambda f: f["start_s"], ".2f", True)
+        _row(out, servers, "idle memory, MB", lambda f: f["idle_mb"], ".0f", True)
+        for size in BATCHES:
+            best_ours = 0.0 if "failed" in servers["ours"] else _best_protocol(servers["ours"], size)
+            runtime = floor.get(f"runtime-{size}", 0)
+            sklearn = floor.get(f"sklearn-{size}", 0)
+            out.append(
+                f"\nIn process, {size:,} rows: scikit-learn predict {sklearn:,.0f} rows/s, compiled runtime "
+                f"{runtime:,.0f} rows/s; ours over HTTP/gRPC (best) {best_ours:,.0f} rows/s = "
+                f"{_ratio(best_ours, runtime):.2f}x the compiled runtime, "
+                f"{_ratio(best_ours, sklearn):.2f}x scikit-learn."
+            )
+        skipped = {n: f["skipped"] for n, f in servers.items() if f.get("skipped")}
+        if skipped:
+            out.append(f"\nNot timed: {json.dumps(skipped)}")
+    if report.get("start_only"):
+        out.append("\n**start to first answer, s (start-up only)**\n")
+        for key, starts in report["start_only"].items():
+            cells = ", ".join(
+                f"{n} {v:.2f}" if isinstance(v, float) else f"{n} {v}" for n, v in starts.items()
+            )
+            out.append(f"- {key}: {cells}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
