@@ -48,14 +48,23 @@ _DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 T = TypeVar("T")
 
 
+def _service_errors() -> tuple[type[BaseException], ...]:
+    """What MLflow, its HTTP client, boto3 and the file system raise when a service fails."""
+    import requests
+    from botocore.exceptions import BotoCoreError, ClientError
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.RequestException, BotoCoreError, ClientError, OSError)
+
+
 @contextmanager
 def registry_call(what: str) -> Iterator[None]:
-    """Turn any failure of the MLflow client or the store underneath into a RegistryError."""
+    """Turn a failure of MLflow or of the store underneath into a RegistryError (a bug stays a crash)."""
     try:
         yield
     except RegistryError:
         raise
-    except Exception as exc:  # MLflow, requests, boto3 and OSError all reach here
+    except _service_errors() as exc:
         message = getattr(exc, "message", None) or str(exc)
         raise RegistryError(f"{what} failed: {type(exc).__name__}: {message}") from exc
 
