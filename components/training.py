@@ -35,7 +35,7 @@ from components.common import (
 from components.providers.release_record import ReleaseRecord, ReleaseRecordArgs
 from model.artifact import release_uri
 from model.errors import NOT_RETRIED
-from model.lineage import ReleaseInputs
+from model.lineage import ReleaseInputs, spec_sha256
 from model.spec import TrainingSpec
 
 __all__ = ["CONFIG_DIR", "TrainingJob", "TrainingJobArgs"]
@@ -87,11 +87,10 @@ class TrainingJobArgs(WorkloadAccess):
     """Secret, for reading release.json back."""
 
     def __post_init__(self) -> None:
-        planned = ReleaseInputs.of(self.spec, self.release.dataset_hash, self.release.code_hash, {})
-        if planned.spec_sha256 != self.release.spec_sha256:
+        if (actual := spec_sha256(self.spec)) != self.release.spec_sha256:
             raise ValueError(
                 f"release was planned for spec sha256 {self.release.spec_sha256[:12]}, but spec "
-                f"hashes to {planned.spec_sha256[:12]}: plan the release from this spec"
+                f"hashes to {actual[:12]}: plan the release from this spec"
             )
         if not 0 <= self.backoff_limit <= 10:
             raise ValueError(f"backoff_limit must be in 0..10, got {self.backoff_limit}")

@@ -35,6 +35,7 @@ __all__ = [
     "git_commit",
     "plan_release",
     "release_id",
+    "spec_sha256",
     "training_runtime",
 ]
 
@@ -49,6 +50,10 @@ precompiled serving runtime): a new version of any of them is a new release."""
 
 def canonical_spec(spec: TrainingSpec) -> str:
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def spec_sha256(spec: TrainingSpec) -> str:
+    return hashlib.sha256(canonical_spec(spec).encode()).hexdigest()
 
 
 def code_hash(root: Path = MODEL_DIR) -> str:
@@ -91,8 +96,7 @@ class ReleaseInputs:
     def of(
         cls, spec: TrainingSpec, dataset_hash: str, training_code_hash: str, runtime: dict[str, str]
     ) -> ReleaseInputs:
-        spec_sha256 = hashlib.sha256(canonical_spec(spec).encode()).hexdigest()
-        return cls(spec_sha256, dataset_hash, training_code_hash, dict(sorted(runtime.items())))
+        return cls(spec_sha256(spec), dataset_hash, training_code_hash, dict(sorted(runtime.items())))
 
     @property
     def release_id(self) -> str:
