@@ -7,6 +7,7 @@ cd "$ROOT"
 # module proxy (first build ~35 min with empty Go caches, ~2 min with warm ones, seconds after).
 "$ROOT/scripts/bootstrap-engine"
 "$ROOT/scripts/bootstrap-cluster"  # the local Kubernetes and images for tests/cluster (docs/cluster.md)
+"$ROOT/scripts/bootstrap-actionlint" >/dev/null  # actionlint for tests/ci (the workflows)
 # Static checks: seconds, and a lint or type error fails before minutes of tests.
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
