@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -151,6 +151,176 @@ def serve(ctx: typer.Context) -> None:
     from model.server.__main__ import app as server_app
 
     server_app(args=ctx.args, prog_name="mlops serve")
+
+
+ReleaseOption = Annotated[
+    str | None, typer.Option("--release", help="Release id; it must be what the source stack serves.")
+]
+
+
+def _step_failed(exc: Exception) -> typer.Exit:
+    from infra.promotion import PromotionError
+
+    where = f"at step '{exc.step}'" if isinstance(exc, PromotionError) else "before any change"
+    err.print(f"failed {where}: {exc}", style="red", markup=False, soft_wrap=True)
+    err.print("nothing after that step was written; the stack file is untouched. Run it again once fixed.")
+    return typer.Exit(1)
+
+
+def _apply_plan(plan: Any, root: Path, dry_run: bool, yes: bool) -> None:
+    """Show a promotion or rollback, then run it (or, with --dry-run, only check it)."""
+    from infra.promotion import dry_run as check_only
+    from infra.promotion import execute
+
+    target = plan.target
+    err.print(
+        f"[bold]{plan.kind}[/] release [bold]{plan.release_id}[/] of {target.model_name} "
+        f"(version {plan.source_version} in {plan.source.stack}, gates passed, model "
+        f"sha256 {plan.metadata.model_sha256[:12]} verified) into stack [bold]{target.stack}[/]"
+    )
+    if plan.already_pinned:
+        err.print(f"{target.stack} already pins release {plan.release_id}: nothing to do")
+        return
+    log = lambda m: err.print(f"  {m}", markup=False)  # noqa: E731
+    if dry_run:
+        check_only(plan, log)
+        err.print("dry run: every check passed, nothing was written")
+        return
+    if not yes and not typer.confirm(f"write the pin into {target.stack_file.name}?", err=True):
+        raise typer.Exit(1)
+    before = _render_or_none(target.stack, root)
+    execute(plan, log)
+    _print_stack_diff(target.stack, root, before)
+
+
+def _render_or_none(stack: str, root: Path) -> Any:
+    from infra.render import run_program
+
+    try:
+        return run_program(stack, root)
+    except Exception as exc:  # the diff is a courtesy: the promotion itself does not need it
+        err.print(f"(no diff: rendering {stack} failed: {exc})", markup=False)
+        return None
+
+
+def _print_stack_diff(stack: str, root: Path, before: Any) -> None:
+    after = _render_or_none(stack, root)
+    if before is None or after is None:
+        return
+    from infra.diff import diff_renders, to_text
+
+    out.print(to_text(diff_renders(before, after)))
+
+
+@app.command()
+def promote(
+    source: Annotated[str, typer.Argument(help="The stack that proved the release, e.g. dev.")],
+    target: Annotated[str, typer.Argument(help="The stack that will serve it, e.g. prod.")],
+    release: ReleaseOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything, write nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing the pin.")] = False,
+    workdir: WorkdirOption = Path("."),
+) -> None:
+    """Pin the release SOURCE serves into TARGET: copy, register, record, write Pulumi.<TARGET>.yaml."""
+    from infra.config import ConfigError, project_dir
+    from infra.promotion import PromotionError, place_of, plan_promotion
+
+    root = project_dir(workdir)
+    try:
+        plan = plan_promotion(place_of(source, root), place_of(target, root), release)
+        _apply_plan(plan, root, dry_run, yes)
+    except (PromotionError, ConfigError) as exc:
+        raise _step_failed(exc) from None
+
+
+@app.command()
+def rollback(
+    stack: Annotated[str, typer.Argument(help="The stack to roll back, e.g. prod.")],
+    to: Annotated[str | None, typer.Option("--to", help="A release from the stack's history.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything, write nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing the pin.")] = False,
+    workdir: WorkdirOption = Path("."),
+) -> None:
+    """Pin the release STACK served before (or --to one from its history), through promote's checks."""
+    from infra.config import ConfigError, project_dir
+    from infra.promotion import PromotionError, place_of, plan_rollback
+
+    root = project_dir(workdir)
+    try:
+        _apply_plan(plan_rollback(place_of(stack, root), to), root, dry_run, yes)
+    except (PromotionError, ConfigError) as exc:
+        raise _step_failed(exc) from None
+
+
+@app.command()
+def status(
+    stack: Annotated[str | None, typer.Option("--stack", "-s", help="One stack (default: all).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    workdir: WorkdirOption = Path("."),
+) -> None:
+    """Per stack: the release it serves, its version, gates, lineage, aliases and recent history."""
+    from infra.config import ConfigError, project_dir
+    from infra.status import stack_status, stacks_in
+
+    root = project_dir(workdir)
+    try:
+        statuses = [stack_status(name, root) for name in ([stack] if stack else stacks_in(root))]
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        out.print_json(json.dumps([s.as_dict() for s in statuses]))
+        return
+    for s in statuses:
+        table = Table(title=f"{s.stack} ({s.mode})", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("release", f"{s.release_id or '-'} ({s.model_name} version {s.model_version or '-'})")
+        table.add_row("gates", s.gates or "-")
+        for key, value in s.lineage.items():
+            table.add_row(key, str(value))
+        table.add_row("aliases", ", ".join(f"{a} -> {v}" for a, v in s.aliases.items()) or "-")
+        for event in s.history[-3:]:
+            table.add_row(
+                event.kind, f"{event.release_id} v{event.model_version} at {event.at} by {event.by}"
+            )
+        for problem in s.problems:
+            table.add_row("[red]unreachable[/]", problem)
+        out.print(table)
+
+
+@app.command()
+def history(
+    stack: Annotated[str, typer.Argument(help="The stack, e.g. prod.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    workdir: WorkdirOption = Path("."),
+) -> None:
+    """The stack's deployment history (promotions and rollbacks), oldest first."""
+    from dataclasses import asdict
+
+    from infra.config import ConfigError, project_dir
+    from infra.history import read_history
+    from infra.promotion import place_of
+    from model.errors import RegistryError
+
+    try:
+        place = place_of(stack, project_dir(workdir))
+        events = read_history(place.artifact_root, place.model_name, place.s3)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except RegistryError as exc:
+        err.print(f"[red]registry error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    if json_out:
+        out.print_json(json.dumps([asdict(e) for e in events]))
+        return
+    table = Table(title=f"deployment history of {stack}")
+    for column in ("at (UTC)", "event", "release", "version", "from", "by"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(e.at, e.kind, e.release_id, e.model_version, e.source, e.by)
+    out.print(table)
 
 
 if __name__ == "__main__":

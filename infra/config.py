@@ -453,15 +453,18 @@ def load_settings() -> StackSettings:
     return settings
 
 
-def load_stack_file(stack: str, start: Path | None = None, assume_secrets: bool = False) -> StackSettings:
+def load_stack_file(
+    stack: str, start: Path | None = None, assume_secrets: bool = False, text: str | None = None
+) -> StackSettings:
     """Read and validate a stack's config from its YAML files, without the Pulumi engine.
 
     Secret values (`secure:` ciphertext) are never decrypted: a set secret becomes a
     placeholder, so validation sees it as present. `assume_secrets=True` (the render: a
-    credential-free view) also fills unset secrets with the placeholder.
+    credential-free view) also fills unset secrets with the placeholder. `text` validates that
+    content as the stack file instead of the file on disk (before it is written).
     """
     root = project_dir(start)
-    raw = secret_placeholders(read_stack_config(stack, root), assume_secrets)
+    raw = secret_placeholders(read_stack_config(stack, root, text), assume_secrets)
     return _build(stack, raw, f"Pulumi.{stack}.yaml")
 
 
@@ -482,16 +485,16 @@ def _revealed(secret: SecretStr | None) -> str | None:
     return None if value in ("", SECRET_PLACEHOLDER) else value
 
 
-def read_stack_config(stack: str, root: Path) -> dict[str, Any]:
+def read_stack_config(stack: str, root: Path, text: str | None = None) -> dict[str, Any]:
     """The `mlops:` keys of a stack: project defaults overlaid with the stack file (raw values)."""
     stack_file = root / f"Pulumi.{stack}.yaml"
-    if not stack_file.is_file():
+    if text is None and not stack_file.is_file():
         known = sorted(
             p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in root.glob("Pulumi.*.yaml")
         )
         raise ConfigError(f"{stack_file} does not exist; stacks here: {', '.join(known) or 'none'}")
     raw = _project_defaults(root / PROJECT_FILE)
-    stack_config = _read_yaml(stack_file).get("config") or {}
+    stack_config = _read_yaml(stack_file, text).get("config") or {}
     for full_key, value in stack_config.items():
         namespace, _, key = str(full_key).partition(":")
         if namespace == NAMESPACE:
@@ -513,9 +516,9 @@ def _project_defaults(project_file: Path) -> dict[str, Any]:
     return defaults
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, text: str | None = None) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text() if text is None else text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

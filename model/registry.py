@@ -220,7 +220,7 @@ def register_version(
     client: MlflowClient,
     model_name: str,
     source: str,
-    run_id: str,
+    run_id: str | None,
     tags: dict[str, str],
     timeout_s: float = 120.0,
 ) -> ModelVersion:

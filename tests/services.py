@@ -145,6 +145,31 @@ class S3Service:
             "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
         }
 
+    def start(self, timeout_s: float = 60) -> None:
+        """Start (or restart, on the same ports and data) and wait until a bucket round-trips:
+        the gateway answers before the filer and volume are ready."""
+        self.process.start()
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.process.running:
+                raise RuntimeError(f"seaweedfs exited; log:\n{self.process.tail()}")
+            try:
+                client = self.client()
+                probe = f"probe-{uuid.uuid4().hex[:8]}"
+                client.create_bucket(Bucket=probe)
+                client.put_object(Bucket=probe, Key="k", Body=b"v")
+                client.delete_object(Bucket=probe, Key="k")
+                client.delete_bucket(Bucket=probe)
+                return
+            except Exception as exc:  # any failure means not ready yet
+                last = exc
+                time.sleep(0.5)
+        self.process.stop()
+        raise TimeoutError(
+            f"seaweedfs S3 not ready within {timeout_s}s ({last}); log:\n{self.process.tail()}"
+        )
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -196,27 +221,9 @@ def start_seaweedfs(workdir: Path, timeout_s: float = 60, host: str = "127.0.0.1
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     # Its graceful shutdown takes ~25 s; test data need no flush, so stop it quickly.
     process = ManagedProcess("seaweedfs", argv, workdir / "weed.log", env=env, grace_s=3)
-    process.start()
     service = S3Service(f"http://{host}:{s3}", access_key, secret_key, process)
-    # The gateway answers before the filer and volume are ready: wait until a bucket round-trips.
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if not process.running:
-            raise RuntimeError(f"seaweedfs exited; log:\n{process.tail()}")
-        try:
-            client = service.client()
-            probe = f"probe-{uuid.uuid4().hex[:8]}"
-            client.create_bucket(Bucket=probe)
-            client.put_object(Bucket=probe, Key="k", Body=b"v")
-            client.delete_object(Bucket=probe, Key="k")
-            client.delete_bucket(Bucket=probe)
-            return service
-        except Exception as exc:  # any failure means not ready yet
-            last = exc
-            time.sleep(0.5)
-    process.stop()
-    raise TimeoutError(f"seaweedfs S3 not ready within {timeout_s}s ({last}); log:\n{process.tail()}")
+    service.start(timeout_s)
+    return service
 
 
 @dataclass
@@ -225,6 +232,11 @@ class MlflowService:
     artifact_root: str
     """s3:// root where the trainer writes release artifacts."""
     process: ManagedProcess
+
+    def start(self, timeout_s: float = 90) -> None:
+        """Start (or restart, on the same port and database)."""
+        self.process.start()
+        self.process.wait_http(f"{self.tracking_uri}/health", timeout_s)
 
     def stop(self) -> None:
         self.process.stop()
@@ -259,7 +271,10 @@ def start_mlflow(
         # As the ModelRegistry component runs it: no GenAI job runner (seven ~220 MB processes).
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
-    process = ManagedProcess("mlflow", argv, workdir / "mlflow.log", env=env)
-    process.start()
-    process.wait_http(f"http://{host}:{port}/health", timeout_s)
-    return MlflowService(f"http://{host}:{port}", f"s3://{releases_bucket}", process)
+    service = MlflowService(
+        f"http://{host}:{port}",
+        f"s3://{releases_bucket}",
+        ManagedProcess("mlflow", argv, workdir / "mlflow.log", env=env),
+    )
+    service.start(timeout_s)
+    return service
