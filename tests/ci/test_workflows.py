@@ -28,8 +28,8 @@ CI_SCRIPTS = REPO / "scripts" / "ci"
 VENV_BIN = Path(sys.executable).parent
 
 # Every third-party action the workflows use, at the commit a person checked: the version tag
-# in the trailing comment must be this one. Where each SHA was confirmed is in docs/deploy.md
-# (CI/CD) and the commit that added it; changing a pin means changing it here too.
+# in the trailing comment must be this one. Changing a pin means changing it here too (how to
+# resolve a tag to its commit: docs/deploy.md, CI/CD).
 REVIEWED_PINS: dict[str, tuple[str, str]] = {
     "actions/checkout": ("de0fac2e4500dabe0009e67214ff5f5447ce83dd", "v6.0.2"),
     "actions/setup-python": ("e797f83bcb11b83ae66e0230d6156d7c80228e7c", "v6.0.0"),
