@@ -37,7 +37,7 @@ if [ -n "${DIFF_AGAINST:-}" ]; then
   against=(--against "$DIFF_AGAINST")
   against_text="\`$(git rev-parse --short=12 "$DIFF_AGAINST^{commit}")\`"
 fi
-head_text="$(git rev-parse --short=12 HEAD 2>/dev/null || echo 'the working tree')"
+head_text="$(git rev-parse --short=12 HEAD 2>/dev/null || echo 'working tree')"
 
 # `mlops diff` exits 2 for "changes", which is also what an unknown command exits with; so make
 # sure the command exists before reading its exit codes.
@@ -48,6 +48,7 @@ trap 'rm -rf "$work"' EXIT
 changed=()
 failed=()
 sections=()
+rows=()
 for stack in "${stacks[@]}"; do
   say "mlops diff --stack $stack ${against[*]} --format markdown"
   rc=0
@@ -58,11 +59,11 @@ for stack in "${stacks[@]}"; do
     2) status="changes"; changed+=("$stack") ;;
     *) status="**diff failed** (exit $rc)"; failed+=("$stack") ;;
   esac
+  rows+=("| \`$stack\` | $status |")
   section="$work/$stack.section"
   {
-    echo "### Stack \`$stack\`: $status"
-    echo
     if [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]; then
+      # `mlops diff` heads its markdown with the stack's name and release.
       body="$(cat "$work/$stack.md")"
       if [ "${#body}" -gt "$MAX_STACK_CHARS" ]; then
         printf '%s\n\n' "${body:0:$MAX_STACK_CHARS}"
@@ -71,6 +72,8 @@ for stack in "${stacks[@]}"; do
         printf '%s\n' "$body"
       fi
     else
+      echo "### Stack \`$stack\`: diff failed (exit $rc)"
+      echo
       echo '```text'
       tail -n 40 "$work/$stack.err" | cut -c1-300
       echo '```'
@@ -84,9 +87,13 @@ mkdir -p "$(dirname "$COMMENT_FILE")"
 {
   echo "## Desired state: \`mlops diff\`"
   echo
-  echo "This pull request (${head_text}) against ${against_text}, rendered credential-free under"
-  echo "Pulumi's mocks for the stacks ${stacks[*]}. The real \`pulumi preview --diff\` of each"
-  echo "stack is in its own comment when the repository's Pulumi credentials are set."
+  echo "This pull request (\`${head_text}\`) against ${against_text}, rendered credential-free"
+  echo "under Pulumi's mocks. The real \`pulumi preview --diff\` of each stack is in its own"
+  echo "comment when the repository's Pulumi credentials are set."
+  echo
+  echo "| stack | desired state |"
+  echo "| --- | --- |"
+  printf '%s\n' "${rows[@]}"
   echo
   cat "${sections[@]}"
   echo "<sub>scripts/ci/diff-comment.sh; locally: \`mlops diff --stack NAME\`</sub>"

@@ -599,8 +599,8 @@ def test_diff_comment_script_maps_exit_codes_and_writes_the_comment(tmp_path: Pa
     proc = run_script("diff-comment.sh", checkout, env)
     assert proc.returncode == 0, proc.stderr
     body = comment.read_text()
-    assert "### Stack `dev`: changes" in body and "~ Deployment breast-cancer" in body
-    assert "### Stack `prod`: no changes" in body
+    assert "| `dev` | changes |" in body and "#### dev: ~ Deployment breast-cancer" in body
+    assert "| `prod` | no changes |" in body and "#### prod: no changes" in body
     assert f"`{base[:12]}`" in body
     assert outputs(env) == {"changed_stacks": "dev", "failed_stacks": ""}
     calls = (tmp_path / "calls").read_text().splitlines()
@@ -614,8 +614,9 @@ def test_diff_comment_script_maps_exit_codes_and_writes_the_comment(tmp_path: Pa
     proc = run_script("diff-comment.sh", checkout, env)
     assert proc.returncode == 1 and "mlops diff failed for: prod" in proc.stderr
     body = comment.read_text()
-    assert "### Stack `prod`: **diff failed** (exit 1)" in body and "boom" in body
-    assert "### Stack `dev`: changes" in body
+    assert "| `prod` | **diff failed** (exit 1) |" in body
+    assert "### Stack `prod`: diff failed (exit 1)" in body and "boom" in body
+    assert "| `dev` | changes |" in body and "#### dev: ~ Deployment breast-cancer" in body
 
 
 def test_diff_comment_script_cuts_long_diffs(tmp_path: Path, checkout: Path) -> None:
