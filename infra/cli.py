@@ -141,6 +141,51 @@ def render(
     err.print(f"[green]ok[/] {len(objects)} objects pass the Kubernetes {version} schemas and policy pack")
 
 
+class _UsageErrorExitsOne(typer.core.TyperCommand):
+    """`mlops diff` exits 2 for "changes", so its usage errors must exit 1, like any other error."""
+
+    # Unannotated: typer's own (vendored click) context and arguments, passed through unchanged.
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:
+            exc.exit_code = 1
+            raise
+
+
+@app.command(cls=_UsageErrorExitsOne)
+def diff(
+    stack: StackOption = "dev",
+    workdir: WorkdirOption = Path("."),
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="A git revision, or a folder written by `mlops render --out` "
+            "(default: the merge base of HEAD with origin/main, else main)."
+        ),
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+) -> None:
+    """What a change does to a stack's desired state. Exit 0: no changes, 2: changes, 1: error."""
+    from infra.config import ConfigError, project_dir
+    from infra.diff import DiffError, OutputFormat, diff_stack, render_as, to_text
+
+    formats = [f.value for f in OutputFormat]
+    if output_format not in formats:
+        err.print(f"error: --format must be one of {', '.join(formats)} (got {output_format!r})", style="red")
+        raise typer.Exit(1)
+    try:
+        plan = diff_stack(stack, against, project_dir(workdir))
+    except (ConfigError, DiffError) as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if output_format == OutputFormat.text:
+        out.print(to_text(plan))
+    else:
+        typer.echo(render_as(plan, OutputFormat(output_format)), nl=False)
+    raise typer.Exit(2 if plan.has_changes else 0)
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
