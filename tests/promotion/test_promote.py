@@ -368,3 +368,36 @@ def test_the_promoted_prod_stack_renders_and_passes_the_pack(world: World, tmp_p
     for obj in render.kubernetes_objects:
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
     assert check_resources(render.policy_resources(), stack_pack_config("prod")) == []
+
+
+def test_a_real_engine_preview_of_prod_shows_the_rollout_to_the_promoted_release(
+    world: World, tmp_path: Path
+) -> None:
+    """Prod at its first pin, then the pin the promotions left: `pulumi preview` (render mode)."""
+    from infra.stack_file import write_pin
+    from tests.engine.conftest import PROD_SECRETS, changed_steps, new_engine, render_mode
+
+    engine = new_engine(tmp_path)
+    config = yaml.safe_load(world.prod_file.read_text())["config"]
+    engine.write_stack_config("prod", render_mode(config, tmp_path / "rendered"))
+    engine.pulumi("stack", "init", "prod").check()
+    for key, value in PROD_SECRETS.items():
+        engine.pulumi("config", "set", "--secret", key, value, stack="prod").check()
+    promoted = read_pin(engine.stack_file("prod"))
+    assert promoted is not None
+    first_version = next(v for v, r in world.prod_versions().items() if r == world.served[0])
+    record = world.prod_s3.client().get_object(
+        Bucket=world.prod_bucket, Key=f"{MODEL}/{world.served[0]}/release.json"
+    )
+    first = promoted.model_copy(
+        update={
+            "release_id": world.served[0],
+            "model_version": first_version,
+            "model_sha256": yaml.safe_load(record["Body"].read())["model_sha256"],
+        }
+    )
+    write_pin(engine.stack_file("prod"), first)
+    engine.pulumi("up", "--yes", "--skip-preview", stack="prod").check()
+    write_pin(engine.stack_file("prod"), promoted)
+    changes = changed_steps(engine.preview_json("prod"))
+    assert changes == {"kubernetes:apps/v1:Deployment::serving-deployment": {"update"}}, changes
