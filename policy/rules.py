@@ -367,8 +367,7 @@ def release_gates_passed(resource_type: str, props: Mapping[str, Any], config: P
     seen = f" (found {found!r})" if found else ""
     return [
         f"serves a release without annotation {GATES_ANNOTATION}: passed{seen} in stack '{stack}'; "
-        "only a release that passed its quality gates may serve there: pin one whose release.json "
-        "records gates passed (its release_id, model_version and model_sha256) in mlops:release"
+        "only a release that passed its quality gates may serve there: pin one with `mlops promote`"
     ]
 
 
