@@ -960,12 +960,14 @@ def _render_revision(stack: str, commit: str, root: Path, label: str) -> RenderR
 
 def _export(root: Path, commit: str, target: Path) -> None:
     target.mkdir(parents=True)
-    with subprocess.Popen(
-        ["git", "-C", str(root), "archive", "--format=tar", commit], stdout=subprocess.PIPE
-    ) as git:
+    command = ["git", "-C", str(root), "archive", "--format=tar", commit]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as git:
         assert git.stdout is not None
-        with tarfile.open(fileobj=git.stdout, mode="r|") as archive:
-            archive.extractall(target, filter="data")
+        try:
+            with tarfile.open(fileobj=git.stdout, mode="r|") as archive:
+                archive.extractall(target, filter="data")
+        except tarfile.TarError as exc:
+            raise DiffError(f"git archive {commit[:12]} in {root} gave no readable tree: {exc}") from None
     if git.returncode != 0:
         raise DiffError(f"git archive {commit[:12]} failed in {root} (exit code {git.returncode})")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import shutil
 import subprocess
@@ -43,7 +44,7 @@ def _plan(before: RenderedResource, change: Callable[[dict[str, Any]], None], **
 
 
 def _text(diff: PlanDiff) -> str:
-    console = Console(record=True, width=200, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(record=True, width=200, file=io.StringIO())
     console.print(to_text(diff))
     return console.export_text()
 
