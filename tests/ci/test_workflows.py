@@ -619,6 +619,32 @@ def test_diff_comment_script_maps_exit_codes_and_writes_the_comment(tmp_path: Pa
     assert "| `dev` | changes |" in body and "#### dev: ~ Deployment breast-cancer" in body
 
 
+@pytest.mark.slow
+def test_diff_comment_script_with_the_real_mlops_diff(tmp_path: Path, checkout: Path) -> None:
+    """As the pull-request workflow runs it: a change to dev's training spec, committed on top
+    of the base commit, diffed for both stacks against that base."""
+    base = git(checkout, "rev-parse", "HEAD").strip()
+    dev = checkout / "Pulumi.dev.yaml"
+    spec = load(dev)["config"]["mlops:training"]
+    trees = spec["params"]["n_estimators"]
+    text = dev.read_text()
+    assert f"      n_estimators: {trees}\n" in text
+    dev.write_text(text.replace(f"      n_estimators: {trees}\n", f"      n_estimators: {trees + 20}\n", 1))
+    git(checkout, "commit", "--quiet", "-am", "dev: more trees")
+    comment = tmp_path / "runner" / "mlops-diff.md"
+    env = ci_env(tmp_path, STACKS="dev prod", DIFF_AGAINST=base, COMMENT_FILE=str(comment))
+    proc = run_script("diff-comment.sh", checkout, env)
+    assert proc.returncode == 0, proc.stderr
+    body = comment.read_text()
+    assert "| `dev` | changes |" in body and "| `prod` | no changes |" in body
+    assert f"`{base[:12]}`" in body
+    # mlops diff's own sections, one per stack: the new release for dev, nothing for prod.
+    assert "stack dev" in body and "stack prod" in body
+    assert "replace" in body and "train-" in body
+    assert outputs(env) == {"changed_stacks": "dev", "failed_stacks": ""}
+    assert len(body) < 65536
+
+
 def test_diff_comment_script_cuts_long_diffs(tmp_path: Path, checkout: Path) -> None:
     mlops = fake_mlops(tmp_path, FAKE_DIFF)
     comment = tmp_path / "c.md"
@@ -730,6 +756,24 @@ def test_promote_script_hands_the_pin_to_the_pull_request_job(tmp_path: Path, ch
             '+    model_version: "8"',
         ]
     )
+
+
+def test_promote_script_with_the_real_mlops_promote_refuses_an_unproven_release(
+    tmp_path: Path, checkout: Path
+) -> None:
+    """The real command, credential-free: dev's registry is the embedded one of this fresh
+    checkout, which serves nothing, so promote refuses; the script passes that on and hands
+    nothing to the pull-request job."""
+    before = (checkout / "Pulumi.prod.yaml").read_bytes()
+    env = ci_env(tmp_path, OUT_DIR=str(tmp_path / "runner" / "promotion"), RELEASE_ID="0a1b2c3d4e5f")
+    proc = run_script("promote.sh", checkout, env, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "mlops promote dev prod --yes --release 0a1b2c3d4e5f" in proc.stderr
+    assert "mlops promote dev prod failed (exit 1)" in proc.stderr
+    assert outputs(env) == {}
+    assert not (Path(env["OUT_DIR"]) / "pr-body.md").exists()
+    assert (checkout / "Pulumi.prod.yaml").read_bytes() == before
+    assert not git(checkout, "status", "--porcelain")
 
 
 def test_apply_promotion_refuses_a_file_that_changes_more_than_the_pin(
