@@ -2,13 +2,15 @@
 
 The wait is adaptive: the batcher only waits when other requests are already being
 decoded (so they are about to arrive), never for a lone request, and never longer than
-`max_wait`. Small batches run on the event loop (a thread hop would cost more than the
-model); larger ones run on one worker thread so that decoding continues meanwhile.
+`max_wait`. Calls the model finishes sooner than a thread hop (a few rows, or any batch of a
+linear model, by the time per row measured on earlier calls) run on the event loop; longer
+ones run on one worker thread so that decoding continues meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,8 @@ from model.runtime import Prediction
 __all__ = ["MicroBatcher"]
 
 INLINE_ROWS = 32
+INLINE_SECONDS = 1e-4
+"""A model call expected to take less than this runs on the event loop (a thread hop costs as much)."""
 
 
 class MicroBatcher:
@@ -41,6 +45,8 @@ class MicroBatcher:
         self._signal: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-predict")
+        self._row_seconds: float | None = None
+        """Model seconds per row, a moving average over calls (fixed costs included: an overestimate)."""
 
     async def predict(self, X: np.ndarray) -> Prediction:
         loop = asyncio.get_running_loop()
@@ -53,6 +59,11 @@ class MicroBatcher:
         self._rows += len(X)
         self._signal.set()
         return await future
+
+    def _timed(self, X: np.ndarray) -> tuple[Prediction, float]:
+        started = time.perf_counter()
+        result = self._predict(X)
+        return result, time.perf_counter() - started
 
     def close(self) -> None:
         if self._task is not None:
@@ -90,16 +101,19 @@ class MicroBatcher:
                 signal.set()
             X = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
             self._observe(rows, len(batch))
+            per_row = self._row_seconds
+            inline = rows <= INLINE_ROWS or (per_row is not None and rows * per_row < INLINE_SECONDS)
             try:
-                if rows <= INLINE_ROWS:
-                    result = self._predict(X)
+                if inline:
+                    result, seconds = self._timed(X)
                 else:
-                    result = await loop.run_in_executor(self._executor, self._predict, X)
+                    result, seconds = await loop.run_in_executor(self._executor, self._timed, X)
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            self._row_seconds = seconds / rows if per_row is None else 0.8 * per_row + 0.2 * seconds / rows
             if len(batch) == 1:
                 if not batch[0][1].done():
                     batch[0][1].set_result(result)
