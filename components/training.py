@@ -34,7 +34,6 @@ from components.common import (
 )
 from components.providers.release_record import ReleaseRecord, ReleaseRecordArgs
 from model.artifact import release_uri
-from model.errors import NOT_RETRIED
 from model.lineage import ReleaseInputs, spec_sha256
 from model.spec import TrainingSpec
 
@@ -63,8 +62,9 @@ class TrainingJobArgs(WorkloadAccess):
     """s3://<bucket>[/prefix] (MLOPS_ARTIFACT_ROOT)."""
     git_commit: str | None = None
     """Lineage only: recorded by the Job that first trains the release (later commits are ignored)."""
-    backoff_limit: int = 2
-    """Retries after a registry or store failure (exit 3) or a crash; other failures never retry."""
+    retries: int = 2
+    """Retries, inside the Job's pod, after a registry or store failure (exit 3); any other
+    failure fails the Job at once."""
     active_deadline_seconds: int = 3600
     """Hard limit on the Job's run time."""
     cpu_request: str = "500m"
@@ -92,8 +92,8 @@ class TrainingJobArgs(WorkloadAccess):
                 f"release was planned for spec sha256 {self.release.spec_sha256[:12]}, but spec "
                 f"hashes to {actual[:12]}: plan the release from this spec"
             )
-        if not 0 <= self.backoff_limit <= 10:
-            raise ValueError(f"backoff_limit must be in 0..10, got {self.backoff_limit}")
+        if not 0 <= self.retries <= 10:
+            raise ValueError(f"retries must be in 0..10, got {self.retries}")
         if self.active_deadline_seconds < 60:
             raise ValueError(f"active_deadline_seconds must be >= 60, got {self.active_deadline_seconds}")
         if self.timeout_minutes < 1:
@@ -210,22 +210,15 @@ class TrainingJob(pulumi.ComponentResource):
                 **({"annotations": annotations} if annotations else {}),
             },
             spec={
-                "backoffLimit": args.backoff_limit,
+                # The first failed pod fails the Job, by its backoff limit: the one Job failure
+                # (with the deadline) that the Kubernetes provider's await reports at once; one
+                # failed by a podFailurePolicy FailJob rule would keep `pulumi up` waiting until
+                # its timeout. Store failures are retried inside the pod (--retries).
+                "backoffLimit": 0,
                 "activeDeadlineSeconds": args.active_deadline_seconds,
+                # An evicted or preempted pod is not the release's fault: a new pod runs.
                 "podFailurePolicy": {
-                    "rules": [
-                        # Gate failed, bad spec, release mismatch: a retry fails the same way.
-                        {
-                            "action": "FailJob",
-                            "onExitCodes": {
-                                "containerName": "train",
-                                "operator": "In",
-                                "values": [int(code) for code in NOT_RETRIED],
-                            },
-                        },
-                        # An evicted or preempted pod is not the release's fault.
-                        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                    ]
+                    "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
                 },
                 "template": {"metadata": {"labels": lbl}, "spec": self._pod_spec(args, config)},
             },
@@ -253,6 +246,7 @@ class TrainingJob(pulumi.ComponentResource):
         command = ["python", "-m", "model.train", "--spec", f"{CONFIG_DIR}/{_SPEC}"]
         # Champion moves after the serving rollout (the stack's ModelAlias), not here.
         command += ["--expected", f"{CONFIG_DIR}/{_EXPECTED}", "--no-promote", "--json"]
+        command += ["--retries", str(args.retries)]
         pod_spec: dict[str, Any] = {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
@@ -263,6 +257,9 @@ class TrainingJob(pulumi.ComponentResource):
                     "image": self.image,
                     "command": command,
                     "env": env,
+                    # The failure line (exit code and why) reaches the pod's status, and so the
+                    # provider's error in `pulumi up`.
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "volumeMounts": [
                         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                         {"name": "tmp", "mountPath": "/tmp"},

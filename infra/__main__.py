@@ -131,7 +131,7 @@ def _training(
             s3_secret_name=registry.s3_secret_name,
             image_pull_secret_name=registry.image_pull_secret_name,
             git_commit=git_commit(),
-            backoff_limit=job.backoff_limit,
+            retries=job.retries,
             active_deadline_seconds=job.active_deadline_seconds,
             cpu_request=job.cpu_request,
             cpu_limit=job.cpu_limit,

@@ -165,8 +165,9 @@ class ArtifactSettings(_Frozen):
 class TrainingJobSettings(_Frozen):
     """`mlops:training_job`: limits of the in-cluster training Job."""
 
-    backoff_limit: int = Field(default=2, ge=0, le=10)
-    """Retries after a registry or store failure (exit 3) or a crash; other failures never retry."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """Retries, inside the Job's pod, after a registry or store failure (exit 3); waits 10 s,
+    20 s, 40 s, ... between them. Any other failure fails the Job at once."""
     active_deadline_seconds: int = Field(default=3600, ge=60)
     cpu_request: str = Field(default="500m", pattern=_QUANTITY)
     cpu_limit: str = Field(default="2", pattern=_QUANTITY)

@@ -1,8 +1,9 @@
 """What can end a release, and the one exit code each outcome has everywhere.
 
-`python -m model.train`, `mlops release` and the training Job's `podFailurePolicy` share these
-codes, so a failed Job says why in its exit status alone: only a registry or store failure is
-worth retrying, the others fail the same way again until someone changes the inputs.
+`python -m model.train`, `mlops release` and the training Job share these codes, so a failed Job
+says why in its exit status alone: only a registry or store failure is worth retrying
+(`python -m model.train --retries`), the others fail the same way again until someone changes
+the inputs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from enum import IntEnum
 from typing import ClassVar
 
 __all__ = [
-    "NOT_RETRIED",
     "BadConfig",
     "ExitCode",
     "RegistryError",
@@ -34,10 +34,6 @@ class ExitCode(IntEnum):
     """The Job computed another release id than `pulumi preview` did: inputs differ."""
     GATE_FAILED = 5
     """A blocking quality gate failed: the run is logged, nothing is registered."""
-
-
-NOT_RETRIED = (ExitCode.BAD_CONFIG, ExitCode.RELEASE_MISMATCH, ExitCode.GATE_FAILED)
-"""Outcomes that fail the training Job at once: a retry would fail the same way."""
 
 
 class ReleaseError(Exception):

@@ -5,7 +5,7 @@ Pulumi program planned before any registry call, gates are decided before any ar
 written, artifacts are uploaded and verified before a version is registered, and a release
 that is already registered is reported, never trained or registered twice. Each way a release
 can end has one exit code (`model.errors.ExitCode`), shared with `mlops release` and the
-training Job's podFailurePolicy.
+training Job; only a registry or store failure is retried (`--retries`).
 """
 
 from __future__ import annotations
@@ -433,6 +433,31 @@ def describe_failure(exc: BaseException) -> tuple[ExitCode, str]:
     return code, f"{_LABELS[code]} (exit {int(code)}): {exc}"
 
 
+RETRY_DELAY_CAP_S = 120.0
+
+
+def release_with_retries(
+    run: Callable[[], TrainingOutcome], retries: int, delay_s: float, log: Callable[[str], None]
+) -> TrainingOutcome:
+    """Run a release, again after a registry or store failure (exit 3), at most `retries` more
+    times with doubling waits; every other failure is final at once.
+
+    The training Job retries here, inside its pod, rather than by re-creating pods: the Pulumi
+    Kubernetes provider reports a failed Job at once only when it failed by its backoff limit
+    or deadline, so the Job fails on its first failed pod (backoffLimit 0).
+    """
+    for attempt in range(retries + 1):
+        try:
+            return run()
+        except Exception as exc:
+            if exit_code_for(exc) is not ExitCode.REGISTRY or attempt == retries:
+                raise
+            wait = min(delay_s * 2**attempt, RETRY_DELAY_CAP_S)
+            log(f"attempt {attempt + 1} of {retries + 1} failed ({exc}); retrying in {wait:.0f} s")
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
 def _read_expected(path: Path) -> ReleaseInputs:
     from model.spec import SpecError
 
@@ -464,6 +489,12 @@ def main(
     s3_endpoint_url: Annotated[str | None, typer.Option(envvar="MLFLOW_S3_ENDPOINT_URL")] = None,
     workdir: Annotated[Path, typer.Option(help="Where the embedded registry lives (.mlops/).")] = Path("."),
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
+    retries: Annotated[
+        int, typer.Option(min=0, max=10, help="Retries after a registry or store failure (exit 3).")
+    ] = 0,
+    retry_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before the first retry; doubles each time, at most 120.")
+    ] = 10.0,
 ) -> None:
     """Train, gate and register the release a spec file describes (the training Job's command)."""
     from rich.console import Console
@@ -478,7 +509,15 @@ def main(
         registry = RegistrySettings(
             tracking_uri=tracking_uri, artifact_root=artifact_root, s3_endpoint_url=s3_endpoint_url
         )
-        outcome = train_release(load_spec_file(spec), registry, workdir, console.print, options)
+        training = load_spec_file(spec)
+        # MLflow prints run links on stdout: keep stdout for the JSON outcome alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = release_with_retries(
+                lambda: train_release(training, registry, workdir, console.print, options),
+                retries,
+                retry_delay,
+                lambda line: console.print(line, style="yellow", markup=False, soft_wrap=True),
+            )
     except Exception as exc:
         code, line = describe_failure(exc)
         if code is ExitCode.CRASHED:

@@ -8,7 +8,8 @@ of the dataset is previewed as a Job replacement and a serving update and rolled
 failed requests under steady load; a new commit changes nothing; a Job that fails for a
 transient reason (its pods cannot reach the artifact store) is retried as docs/deploy.md says;
 prod, pointed at a tracking server and a bucket outside the cluster, serves the release dev
-proved (pinned in its stack file) with the same predictions; a failing gate fails `pulumi up`
+proved (`mlops promote dev prod` copies, registers and pins it in its stack file) with the
+same predictions; a failing gate fails `pulumi up`
 and leaves serving alone; `pulumi destroy` leaves nothing behind.
 
 Traffic goes only to loopback, to the cluster's bridge address and to its service addresses.
@@ -31,7 +32,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from sklearn.datasets import load_breast_cancer
+from typer.testing import CliRunner
 
+from infra.cli import app
+from infra.stack_file import read_pin
 from model.artifact import REGISTRATION_FILE, Registration, ReleaseMetadata, load_sklearn_model
 from model.registry import RELEASE_TAG
 from tests.cluster.conftest import Cluster
@@ -305,11 +309,13 @@ def test_a_new_commit_changes_nothing_on_the_cluster(stacks: Stacks) -> None:
 
 @pytest.fixture
 def store_unreachable_from_pods(stacks: Stacks) -> Iterator[Any]:
-    """Pods' connections to the artifact store are refused (the host's own are not); yields the
+    """Pods' connections to the artifact store are refused (the host's own are not: they come
+    from the bridge address too, which is in the pod range, but over loopback); yields the
     function that lifts the outage (idempotent; teardown calls it too)."""
     port = stacks.s3.endpoint_url.rsplit(":", 1)[1]
     cluster = stacks.cluster
-    rule = ["INPUT", "-s", str(cluster.pod_cidr), "-d", str(cluster.bridge_ip), "-p", "tcp", "--dport", port]
+    rule = ["INPUT", "!", "-i", "lo", "-s", str(cluster.pod_cidr), "-d", str(cluster.bridge_ip)]
+    rule += ["-p", "tcp", "--dport", port]
     rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
     subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
 
@@ -321,6 +327,15 @@ def store_unreachable_from_pods(stacks: Stacks) -> Iterator[Any]:
         yield lift
     finally:
         lift()
+
+
+def _up_fails_with_the_job(stacks: Stacks) -> str:
+    """`pulumi up` of dev, which must fail because the training Job failed (reported at once as
+    the Job's backoff limit, not after the provider's timeout); its output."""
+    run = stacks.up("dev", check=False)
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0 and "BackoffLimitExceeded" in output, output[-4000:]
+    return output
 
 
 def _new_job(stacks: Stacks) -> str:
@@ -337,15 +352,15 @@ def test_a_job_failed_for_a_transient_reason_is_retried_as_documented(
     cluster = stacks.cluster
     before = _versions(MODEL)
     stacks.set_training(seed=7)
-    assert stacks.up("dev", check=False).returncode != 0
+    failed = _up_fails_with_the_job(stacks)
     planned = _new_job(stacks)
+    # Store failures are retried in the pod (retries 2: three attempts), then it exits 3 and the
+    # Job fails at once, which `pulumi up` reports with the pod's last line.
     pods = _job_pods(cluster, "mlops-dev", planned)
-    # Store failures are retried (backoffLimit 2: three pods), each exiting 3; then the Job fails.
-    assert _exit_codes(pods) == [3, 3, 3], [p["status"] for p in pods]
-    conditions = cluster.get_json("-n", "mlops-dev", "job", f"train-{planned}")["status"]["conditions"]
-    assert any(c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded" for c in conditions), (
-        conditions
-    )
+    assert _exit_codes(pods) == [3], [p["status"] for p in pods]
+    log = " ".join(cluster.kubectl("-n", "mlops-dev", "logs", f"job/train-{planned}").stdout.split())
+    assert "attempt 1 of 3 failed" in log and "attempt 2 of 3 failed" in log, log
+    assert "registry error (exit 3)" in failed, failed
     assert _versions(MODEL) == before  # nothing registered
     served = cluster.get_json("-n", "mlops-dev", "deployment", f"{MODEL}-stable")
     assert served["spec"]["template"]["metadata"]["labels"]["mlops.dev/release"] == stacks.releases[-1]
@@ -361,34 +376,13 @@ def test_a_job_failed_for_a_transient_reason_is_retried_as_documented(
     assert _predict(stacks.service_url("mlops-dev"), _rows(1))[1]["x-mlops-release-id"] == planned
 
 
-def _promote_by_hand(stacks: Stacks, prod_mlflow: MlflowService, prod_bucket: str) -> dict[str, str]:
-    """What `mlops promote` will do: copy the release dev serves, register it in prod's registry."""
-    rid = stacks.releases[-1]
-    client = stacks.s3.client()
-    prefix = f"{MODEL}/{rid}/"
-    for item in client.list_objects_v2(Bucket=stacks.bucket, Prefix=prefix)["Contents"]:
-        client.copy_object(
-            Bucket=prod_bucket, Key=item["Key"], CopySource={"Bucket": stacks.bucket, "Key": item["Key"]}
-        )
-    metadata = ReleaseMetadata.from_json(
-        client.get_object(Bucket=prod_bucket, Key=prefix + "release.json")["Body"].read().decode()
-    )
-    registry = MlflowClient(prod_mlflow.tracking_uri, prod_mlflow.tracking_uri)
-    registry.create_registered_model(MODEL)
-    version = registry.create_model_version(
-        MODEL, f"s3://{prod_bucket}/{prefix}model", tags={RELEASE_TAG: rid, "mlops.promoted_from": "dev"}
-    ).version
-    registration = Registration(MODEL, rid, str(version))
-    client.put_object(
-        Bucket=prod_bucket, Key=prefix + REGISTRATION_FILE, Body=registration.to_json().encode()
-    )
-    return {
-        "model_name": MODEL,
-        "release_id": rid,
-        "model_version": str(version),
-        "model_sha256": metadata.model_sha256,
-        "gates": "passed",
-    }
+def _promote(stacks: Stacks, *extra: str) -> Any:
+    """`mlops promote dev prod --yes`, as a user runs it from the project, with each stack's
+    store credentials in its own variables."""
+    keys = {"ACCESS_KEY_ID": stacks.s3.access_key, "SECRET_ACCESS_KEY": stacks.s3.secret_key}
+    env = {f"MLOPS_S3_{key}_{stack}": value for stack in ("DEV", "PROD") for key, value in keys.items()}
+    args = ["promote", "dev", "prod", "--yes", *extra, "--workdir", str(stacks.engine.project)]
+    return CliRunner().invoke(app, args, env=env)
 
 
 @pytest.fixture
@@ -402,11 +396,9 @@ def prod_mlflow(stacks: Stacks, tmp_path: Path) -> Iterator[MlflowService]:
 def test_prod_serves_the_release_dev_proved(stacks: Stacks, prod_mlflow: MlflowService) -> None:
     cluster, engine = stacks.cluster, stacks.engine
     prod_bucket = stacks.s3.make_bucket("prod")
-    pin = _promote_by_hand(stacks, prod_mlflow, prod_bucket)
     prod = yaml.safe_load((REPO / "Pulumi.prod.yaml").read_text())["config"]
     prod.update(
         {
-            "mlops:release": pin,
             "mlops:registry": {
                 "tracking_uri": prod_mlflow.tracking_uri,
                 "artifact_root": f"s3://{prod_bucket}",
@@ -432,6 +424,14 @@ def test_prod_serves_the_release_dev_proved(stacks: Stacks, prod_mlflow: MlflowS
     }
     for key, value in secrets.items():
         engine.pulumi("config", "set", "--secret", key, value, stack="prod").check()
+    # What dev serves, promoted: copied to prod's bucket, registered in prod's registry, pinned.
+    promoted = _promote(stacks)
+    assert promoted.exit_code == 0, promoted.output
+    pin = read_pin(engine.stack_file("prod"))
+    assert pin is not None and pin.release_id == stacks.releases[-1], pin
+    assert _versions(MODEL, prod_mlflow.tracking_uri) == {pin.model_version: pin.release_id}
+    again = _promote(stacks)
+    assert again.exit_code == 0 and "already pins" in again.output, again.output
     stacks.up("prod")
 
     deployment = cluster.get_json("-n", "mlops-prod", "deployment", f"{MODEL}-stable")
@@ -441,9 +441,9 @@ def test_prod_serves_the_release_dev_proved(stacks: Stacks, prod_mlflow: MlflowS
     assert cluster.get_json("-n", "mlops-prod", "pdb")["items"], "no PodDisruptionBudget"
     rows = _rows()
     prod_answers, headers = _predict(stacks.service_url("mlops-prod"), rows)
-    assert headers["x-mlops-release-id"] == pin["release_id"]
+    assert headers["x-mlops-release-id"] == pin.release_id
     assert prod_answers == _predict(stacks.service_url("mlops-dev"), rows)[0]
-    assert _alias("champion", prod_mlflow.tracking_uri) == pin["model_version"]
+    assert _alias("champion", prod_mlflow.tracking_uri) == pin.model_version
 
     engine.pulumi("destroy", "--yes", "--skip-preview", stack="prod", timeout=UP_TIMEOUT).check()
     assert cluster.kubectl("get", "namespace", "mlops-prod", check=False).returncode != 0
@@ -455,12 +455,11 @@ def test_a_failing_gate_fails_up_and_leaves_serving_alone(stacks: Stacks) -> Non
     config = stacks.engine.stack_config("dev")
     gates = {**config["mlops:training"]["gates"], "thresholds": {"accuracy": {"min": 0.9999}}}
     stacks.set_training(gates=gates)
-    assert stacks.up("dev", check=False).returncode != 0
+    failed = _up_fails_with_the_job(stacks)
+    assert "gate failed (exit 5)" in failed and "accuracy" in failed, failed
     rid = _new_job(stacks)
     # Exit 5 fails the Job at once: one pod, no retries.
     assert _exit_codes(_job_pods(cluster, "mlops-dev", rid)) == [5]
-    status = cluster.get_json("-n", "mlops-dev", "job", f"train-{rid}")["status"]
-    assert any(c.get("reason") == "PodFailurePolicy" for c in status["conditions"]), status
     assert _versions(MODEL) == before
     headers = _predict(stacks.service_url("mlops-dev"), _rows(1))[1]
     assert headers["x-mlops-release-id"] == serving

@@ -1,6 +1,7 @@
 """How a release fails, through the training Job's own command (`python -m model.train`), against a
 real MLflow server and real S3: one exit code per cause, nothing registered, messages that say
-what to do. The training Job's podFailurePolicy relies on exactly these codes."""
+what to do. The training Job relies on exactly these codes: only a registry or store failure is
+retried (`--retries`), inside its pod."""
 
 from __future__ import annotations
 
@@ -132,10 +133,19 @@ def test_exit_codes_of_the_training_command(
     unreachable = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     path = _write(tmp_path / "ok.yaml", _spec().model_dump(mode="json"))
     result = subprocess.run(
-        _train_command(path), env=unreachable, cwd=REPO, capture_output=True, text=True, timeout=300
+        _train_command(path, "--retries", "2", "--retry-delay", "0.2"),
+        env=unreachable,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == ExitCode.REGISTRY, result.stderr
-    assert "registry error (exit 3)" in result.stderr and "127.0.0.1" in result.stderr
+    stderr = " ".join(result.stderr.split())
+    assert "registry error (exit 3)" in stderr and "127.0.0.1" in stderr
+    # Bounded: the first attempt and two retries, waiting 0.2 s then 0.4 s.
+    assert "attempt 1 of 3 failed" in stderr and "retrying in 0 s" in stderr, stderr
+    assert "attempt 2 of 3 failed" in stderr and "attempt 3 of 3" not in stderr, stderr
 
 
 @pytest.fixture
@@ -183,6 +193,33 @@ def test_mlflow_stopped_during_training_is_a_registry_failure(
     stderr = " ".join("".join(lines).split())
     assert "registry error (exit 3): looking up the champion" in stderr, stderr
     assert "gate failed" not in stderr and "Traceback" not in stderr
+
+
+def test_a_registry_that_comes_back_is_retried_into_a_release(
+    own_mlflow: MlflowService, s3: S3Service, tmp_path: Path
+) -> None:
+    """What the training Job does on a registry outage: retry in its pod, and release once it is back."""
+    spec = _spec()
+    path = _write(tmp_path / "spec.yaml", spec.model_dump(mode="json"))
+    own_mlflow.stop()
+    proc = subprocess.Popen(
+        _train_command(path, "--retries", "4", "--retry-delay", "2"),
+        env=_env(own_mlflow, s3),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    while first and "retrying in" not in first:
+        first += proc.stderr.readline()
+    assert "attempt 1 of 5 failed" in " ".join(first.split()), first
+    own_mlflow.start()  # back within the retries' 2 + 4 + 8 + 16 s
+    stdout, rest = proc.communicate(timeout=300)
+    assert proc.returncode == ExitCode.OK, first + rest
+    assert json.loads(stdout)["status"] == "registered"
+    assert len(_versions(own_mlflow.tracking_uri, spec.model_name)) == 1
 
 
 def test_the_champion_lookup_fails_closed(registry: RegistrySettings, tmp_path: Path) -> None:
