@@ -2,8 +2,8 @@
 
 One session fixture prepares everything the engine tests share:
   * runs scripts/bootstrap-engine (a failure fails the tests: no skip) and reads its exports;
-  * copies the repository into a tmp dir (without .venv, .git, .mlops, .tools and caches), points
-    the copy's Pulumi.yaml and policy/PulumiPolicy.yaml at this interpreter's venv (sys.prefix);
+  * copies the repository into a tmp dir (without .venv, .git, .mlops, .tools and caches), with
+    this interpreter's venv (sys.prefix) as the copy's .venv, which Pulumi.yaml names;
   * writes render-mode config into each stack file of the copy (render_dir in tmp, pinned image
     refs, artifacts create: false), so neither a cluster, Docker, S3 nor the network is needed;
   * uses a file:// backend in tmp with a fixed passphrase, and sets prod's secrets encrypted.
@@ -170,15 +170,6 @@ def bootstrap_env() -> dict[str, str]:
     return env
 
 
-def point_at_venv(path: Path, key_path: tuple[str, ...]) -> None:
-    data = yaml.safe_load(path.read_text())
-    node = data
-    for key in key_path[:-1]:
-        node = node[key]
-    node[key_path[-1]] = sys.prefix
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def render_mode(config: dict[str, Any], render_dir: Path) -> dict[str, Any]:
     """The stack config with docs/deploy.md's render mode: manifests, pinned images, no bucket."""
     config = dict(config)
@@ -197,14 +188,16 @@ def render_mode(config: dict[str, Any], render_dir: Path) -> dict[str, Any]:
 def new_engine(root: Path) -> Engine:
     """A copy of the repository under `root`, run by the bootstrap's engine on a backend of its own.
 
-    The copy's Pulumi.yaml and policy pack point at this interpreter's venv; the backend is a
+    The copy's .venv is this interpreter's venv (Pulumi.yaml's relative `virtualenv`); the backend is a
     file:// folder beside the copy, with a fixed passphrase. Stacks are left to the caller.
     """
     env = bootstrap_env()
     project = root / "project"
     shutil.copytree(REPO, project, ignore=IGNORE, symlinks=True)
-    point_at_venv(project / "Pulumi.yaml", ("runtime", "options", "virtualenv"))
-    point_at_venv(project / "policy" / "PulumiPolicy.yaml", ("runtime", "options", "virtualenv"))
+    # Pulumi.yaml and the policy pack unchanged, as users have them (relative `virtualenv`):
+    # the copy's .venv is this interpreter's, and infra/.venv points at it as in the repo.
+    (project / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    (project / "infra" / ".venv").symlink_to((REPO / "infra" / ".venv").readlink())
     state = root / "state"
     state.mkdir()
     env.update(
