@@ -51,7 +51,7 @@ from benchmarks.peers import (
     launch_mlserver,
     peer_versions,
 )
-from benchmarks.serve_vs_mlflow import _free_port, _parse_duration, _stop, _tree_rss_mb
+from benchmarks.serve_vs_mlflow import _first_answer, _free_port, _parse_duration, _stop, _tree_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
@@ -242,23 +242,6 @@ class Server:
     name: str
     launch: PeerLaunch
     settings: str
-
-
-def _first_answer(
-    url: str, body: bytes, proc: subprocess.Popen[bytes], started: float, limit: float
-) -> float:
-    with httpx.Client(timeout=60) as http:
-        while time.monotonic() - started < limit:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before answering")
-            try:
-                response = http.post(url, content=body, headers={"content-type": "application/json"})
-                if response.status_code == 200:
-                    return time.monotonic() - started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.01)
-    raise RuntimeError(f"no answer within {limit}s")
 
 
 def measure(

@@ -201,6 +201,8 @@ def serve(ctx: typer.Context) -> None:
 ReleaseOption = Annotated[
     str | None, typer.Option("--release", help="Release id; it must be what the source stack serves.")
 ]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Check everything, write nothing.")]
+YesOption = Annotated[bool, typer.Option("--yes", help="Do not ask before writing the pin.")]
 
 
 def _step_failed(exc: Exception) -> typer.Exit:
@@ -262,8 +264,8 @@ def promote(
     source: Annotated[str, typer.Argument(help="The stack that proved the release, e.g. dev.")],
     target: Annotated[str, typer.Argument(help="The stack that will serve it, e.g. prod.")],
     release: ReleaseOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything, write nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing the pin.")] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
     workdir: WorkdirOption = Path("."),
 ) -> None:
     """Pin the release SOURCE serves into TARGET: copy, register, record, write Pulumi.<TARGET>.yaml."""
@@ -282,8 +284,8 @@ def promote(
 def rollback(
     stack: Annotated[str, typer.Argument(help="The stack to roll back, e.g. prod.")],
     to: Annotated[str | None, typer.Option("--to", help="A release from the stack's history.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything, write nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before writing the pin.")] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
     workdir: WorkdirOption = Path("."),
 ) -> None:
     """Pin the release STACK served before (or --to one from its history), through promote's checks."""
