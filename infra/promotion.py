@@ -46,6 +46,7 @@ from model.errors import RegistryError
 from model.registry import (
     CANDIDATE_ALIAS,
     RELEASE_TAG,
+    bound_http_retries,
     find_release,
     register_version,
     registry_call,
@@ -98,6 +99,8 @@ class StackPlace:
 
     def client(self) -> MlflowClient:
         from mlflow import MlflowClient
+
+        bound_http_retries()
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 

@@ -30,6 +30,7 @@ __all__ = [
     "Champion",
     "ExistingRelease",
     "RegistryError",
+    "bound_http_retries",
     "connect",
     "ensure_experiment",
     "find_champion",
@@ -40,6 +41,21 @@ __all__ = [
     "upload_release",
     "write_registration",
 ]
+
+INTERACTIVE_HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
+def bound_http_retries() -> None:
+    """MLflow retries a failing request for minutes by default (seven retries, doubling waits);
+    `pulumi up` and a command someone waits on should fail in seconds, naming the registry.
+    Variables the user set win."""
+    for key, value in INTERACTIVE_HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
+
 
 RELEASE_TAG = "mlops.release_id"
 CANDIDATE_ALIAS = "candidate"

@@ -12,7 +12,6 @@ nothing in the stack's state.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +23,6 @@ __all__ = ["ModelAlias", "ModelAliasArgs", "ModelAliasProvider"]
 
 MLOPS_KIND = "model-alias"
 _REPLACE_ON = ("tracking_uri", "model_name", "alias")
-# MLflow retries a failing request for minutes by default; `pulumi up` should fail in seconds.
-_HTTP_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-}
 
 
 @dataclass(frozen=True)
@@ -105,9 +98,11 @@ def _inputs(props: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client(props: dict[str, Any]) -> Any:
-    for key, value in _HTTP_LIMITS.items():
-        os.environ.setdefault(key, value)
     from mlflow import MlflowClient
+
+    from model.registry import bound_http_retries
+
+    bound_http_retries()
 
     uri = str(props["tracking_uri"])
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -34,8 +34,10 @@ class MicroBatcher:
         max_wait: float,
         arriving: Callable[[], int],
         observe: Callable[[int, int], None],
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._predict = predict
+        self._clock = clock
         self._max_rows = max_rows
         self._max_wait = max_wait
         self._arriving = arriving
@@ -61,9 +63,9 @@ class MicroBatcher:
         return await future
 
     def _timed(self, X: np.ndarray) -> tuple[Prediction, float]:
-        started = time.perf_counter()
+        started = self._clock()
         result = self._predict(X)
-        return result, time.perf_counter() - started
+        return result, self._clock() - started
 
     def close(self) -> None:
         if self._task is not None:

@@ -761,9 +761,9 @@ def test_promote_script_hands_the_pin_to_the_pull_request_job(tmp_path: Path, ch
 def test_promote_script_with_the_real_mlops_promote_refuses_an_unproven_release(
     tmp_path: Path, checkout: Path
 ) -> None:
-    """The real command, credential-free: dev's registry is the embedded one of this fresh
-    checkout, which serves nothing, so promote refuses; the script passes that on and hands
-    nothing to the pull-request job."""
+    """The real command, credential-free: dev's registry (the NodePort of a dev cluster, which
+    is not running here) cannot be reached, so promote refuses within seconds; the script
+    passes that on and hands nothing to the pull-request job."""
     before = (checkout / "Pulumi.prod.yaml").read_bytes()
     env = ci_env(tmp_path, OUT_DIR=str(tmp_path / "runner" / "promotion"), RELEASE_ID="0a1b2c3d4e5f")
     proc = run_script("promote.sh", checkout, env, timeout=300)
