@@ -168,7 +168,9 @@ def diff(
 ) -> None:
     """What a change does to a stack's desired state. Exit 0: no changes, 2: changes, 1: error."""
     from infra.config import ConfigError, project_dir
-    from infra.diff import DiffError, OutputFormat, diff_stack, render_as, to_text
+    from infra.diff import DiffError
+    from infra.diff_output import OutputFormat, render_as, to_text
+    from infra.diff_sources import diff_stack
 
     formats = [f.value for f in OutputFormat]
     if output_format not in formats:
@@ -254,7 +256,8 @@ def _print_stack_diff(stack: str, root: Path, before: Any) -> None:
     after = _render_or_none(stack, root)
     if before is None or after is None:
         return
-    from infra.diff import diff_renders, to_text
+    from infra.diff import diff_renders
+    from infra.diff_output import to_text
 
     out.print(to_text(diff_renders(before, after)))
 

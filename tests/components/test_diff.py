@@ -17,7 +17,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from infra.cli import app
-from infra.diff import PlanDiff, diff_renders, diff_stack, to_json, to_markdown, to_text
+from infra.diff import PlanDiff, diff_renders
+from infra.diff_output import to_json, to_markdown, to_text
+from infra.diff_sources import diff_stack
 from infra.render import RenderedResource, RenderResult, run_program
 from tests.services import S3Service
 
