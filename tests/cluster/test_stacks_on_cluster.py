@@ -9,8 +9,8 @@ failed requests under steady load; a new commit changes nothing; a Job that fail
 transient reason (its pods cannot reach the artifact store) is retried as docs/deploy.md says;
 prod, pointed at a tracking server and a bucket outside the cluster, serves the release dev
 proved (`mlops promote dev prod` copies, registers and pins it in its stack file) with the
-same predictions; a failing gate fails `pulumi up`
-and leaves serving alone; `pulumi destroy` leaves nothing behind.
+same predictions; a failing gate fails `pulumi up` at once and leaves serving alone; `pulumi
+destroy` leaves nothing behind.
 
 Traffic goes only to loopback, to the cluster's bridge address and to its service addresses.
 """
@@ -376,12 +376,12 @@ def test_a_job_failed_for_a_transient_reason_is_retried_as_documented(
     assert _predict(stacks.service_url("mlops-dev"), _rows(1))[1]["x-mlops-release-id"] == planned
 
 
-def _promote(stacks: Stacks, *extra: str) -> Any:
+def _promote(stacks: Stacks) -> Any:
     """`mlops promote dev prod --yes`, as a user runs it from the project, with each stack's
     store credentials in its own variables."""
     keys = {"ACCESS_KEY_ID": stacks.s3.access_key, "SECRET_ACCESS_KEY": stacks.s3.secret_key}
     env = {f"MLOPS_S3_{key}_{stack}": value for stack in ("DEV", "PROD") for key, value in keys.items()}
-    args = ["promote", "dev", "prod", "--yes", *extra, "--workdir", str(stacks.engine.project)]
+    args = ["promote", "dev", "prod", "--yes", "--workdir", str(stacks.engine.project)]
     return CliRunner().invoke(app, args, env=env)
 
 
