@@ -91,12 +91,20 @@ def _parse_duration(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def run_wrk(url: str, body_file: Path, connections: int, seconds: float) -> WrkResult:
+def run_wrk(
+    url: str,
+    body_file: Path,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    request_timeout_s: int = 10,
+) -> WrkResult:
+    """POST `body_file` to `url` with wrk for `seconds`: requests/s, p50, p99 and errors."""
     script = body_file.with_suffix(".lua")
-    script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\nwrk.body = f:read("*all")\nf:close()\n'
-    )
+    lines = [f'local f = io.open("{body_file}", "rb")', 'wrk.method = "POST"']
+    for key, value in (headers or {"Content-Type": "application/json"}).items():
+        lines.append(f'wrk.headers["{key}"] = "{value}"')
+    script.write_text("\n".join([*lines, 'wrk.body = f:read("*all")', "f:close()"]) + "\n")
     out = subprocess.run(
         [
             "wrk",
@@ -104,26 +112,35 @@ def run_wrk(url: str, body_file: Path, connections: int, seconds: float) -> WrkR
             f"-c{connections}",
             f"-d{int(seconds)}s",
             "--timeout",
-            "10s",
+            f"{request_timeout_s}s",
             "--latency",
             "-s",
             str(script),
-            url + "/invocations",
+            url,
         ],
         capture_output=True,
         text=True,
-        timeout=seconds + 60,
+        timeout=seconds + request_timeout_s + 60,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _parse_duration(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _parse_duration(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+
+    def grab(pattern: str) -> str:
+        match = re.search(pattern, out, re.M)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return match.group(1)
+
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(match.group(1))
     if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(g) for g in match.groups())
-    return WrkResult(rps, p50, p99, errors)
+    return WrkResult(
+        float(grab(r"Requests/sec:\s+([\d.]+)")),
+        _parse_duration(grab(r"^\s+50%\s+(\S+)")),
+        _parse_duration(grab(r"^\s+99%\s+(\S+)")),
+        errors,
+    )
 
 
 def _median(results: list[WrkResult]) -> WrkResult:
@@ -239,9 +256,11 @@ def measure(
             figures.runtime = httpx.get(url + "/version", timeout=5).json().get("runtime", "")
         except (httpx.HTTPError, ValueError):
             figures.runtime = ""
-        run_wrk(url, single, 8, 2)  # warm-up
+        run_wrk(url + "/invocations", single, 8, 2)  # warm-up
         for connections in CONCURRENCY:
-            results = [run_wrk(url, single, connections, args.duration) for _ in range(args.runs)]
+            results = [
+                run_wrk(url + "/invocations", single, connections, args.duration) for _ in range(args.runs)
+            ]
             figures.single[connections] = _median(results)
             r = figures.single[connections]
             print(
@@ -250,7 +269,10 @@ def measure(
                 flush=True,
             )
         for size in BATCHES:
-            results = [run_wrk(url, bodies[size], BATCH_CONCURRENCY, args.duration) for _ in range(args.runs)]
+            results = [
+                run_wrk(url + "/invocations", bodies[size], BATCH_CONCURRENCY, args.duration)
+                for _ in range(args.runs)
+            ]
             figures.batch_rows_per_s[size] = statistics.median(r.rps for r in results) * size
             figures.batch_errors += sum(r.errors for r in results)
             print(f"  {name}: batch {size:<5} {figures.batch_rows_per_s[size]:10.0f} rows/s", flush=True)

@@ -51,7 +51,15 @@ from benchmarks.peers import (
     launch_mlserver,
     peer_versions,
 )
-from benchmarks.serve_vs_mlflow import _first_answer, _free_port, _parse_duration, _stop, _tree_rss_mb
+from benchmarks.serve_vs_mlflow import (
+    WrkResult,
+    _first_answer,
+    _free_port,
+    _median,
+    _stop,
+    _tree_rss_mb,
+    run_wrk,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
@@ -62,20 +70,12 @@ START_ONLY = ("random_forest_300", "hist_gradient_boosting")
 _GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@dataclass(frozen=True)
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
 @dataclass
 class Figures:
     settings: str = ""
     start_s: float = 0.0
     idle_mb: float = 0.0
-    single: dict[int, Load] = field(default_factory=dict)
+    single: dict[int, WrkResult] = field(default_factory=dict)
     rows_per_s: dict[str, float] = field(default_factory=dict)
     """By "<protocol>-<rows>": json-1000, binary-1000, grpc-1000, ..."""
     skipped: dict[str, str] = field(default_factory=dict)
@@ -150,51 +150,6 @@ def labels_from_grpc(raw: bytes) -> list[Any]:
 
 
 # -- load generators -----------------------------------------------------------------------
-
-
-def run_wrk(url: str, body: Path, headers: dict[str, str], connections: int, seconds: float) -> Load:
-    script = body.with_suffix(".lua")
-    lines = [f'local f = io.open("{body}", "rb")', 'wrk.method = "POST"']
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    lines += ['wrk.body = f:read("*all")', "f:close()"]
-    script.write_text("\n".join(lines) + "\n")
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(connections, 2)}",
-            f"-c{connections}",
-            f"-d{int(seconds)}s",
-            "--timeout",
-            "20s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 90,
-        check=True,
-    ).stdout
-    import re
-
-    def grab(pattern: str) -> str:
-        match = re.search(pattern, out, re.M)
-        if match is None:
-            raise RuntimeError(f"unexpected wrk output:\n{out}")
-        return match.group(1)
-
-    errors = 0
-    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(match.group(1))
-    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += sum(int(g) for g in match.groups())
-    return Load(
-        float(grab(r"Requests/sec:\s+([\d.]+)")),
-        _parse_duration(grab(r"^\s+50%\s+(\S+)")),
-        _parse_duration(grab(r"^\s+99%\s+(\S+)")),
-        errors,
-    )
 
 
 async def _grpc_load(target: str, request: bytes, connections: int, seconds: float) -> tuple[float, int]:
@@ -316,15 +271,12 @@ def measure(
         print(f"  {name}: checked {', '.join(plans)}; skipped {figures.skipped or 'none'}", flush=True)
         if "json-1000" not in plans:
             raise RuntimeError(f"{name} does not answer V2 JSON correctly: {figures.skipped}")
-        run_wrk(url, single, json_headers, 8, 2)  # warm-up
+        run_wrk(url, single, 8, 2, json_headers, 20)  # warm-up
         for connections in CONCURRENCY:
-            loads = [run_wrk(url, single, json_headers, connections, args.duration) for _ in range(args.runs)]
-            figures.single[connections] = Load(
-                statistics.median(r.rps for r in loads),
-                statistics.median(r.p50_ms for r in loads),
-                statistics.median(r.p99_ms for r in loads),
-                sum(r.errors for r in loads),
-            )
+            loads = [
+                run_wrk(url, single, connections, args.duration, json_headers, 20) for _ in range(args.runs)
+            ]
+            figures.single[connections] = _median(loads)
             r = figures.single[connections]
             figures.errors += r.errors
             print(
@@ -340,7 +292,7 @@ def measure(
                 figures.errors += sum(r[1] for r in results)
             else:
                 loads = [
-                    run_wrk(plan[0], plan[1], plan[2], BATCH_CONCURRENCY, args.duration)
+                    run_wrk(plan[0], plan[1], BATCH_CONCURRENCY, args.duration, plan[2], 20)
                     for _ in range(args.runs)
                 ]
                 rps = statistics.median(r.rps for r in loads)

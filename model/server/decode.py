@@ -88,6 +88,23 @@ def _bad(code: str, message: str, **where: Any) -> RequestError:
     return RequestError(400, code, message, **where)
 
 
+def _flags(params: Any, where: str, allowed: frozenset[str]) -> dict[str, bool]:
+    """A request's parameters object: only `allowed` keys, each true or false."""
+    if type(params) is not dict:
+        raise _bad("invalid_params", f"{where} must be an object, got {_type_name(params)}", field=where)
+    for position, (key, value) in enumerate(params.items()):
+        if key not in allowed:
+            raise _bad(
+                "unknown_param",
+                f"{where}[{position}] is an unknown key; allowed: {', '.join(sorted(allowed))}",
+                field=f"{where}[{position}]",
+            )
+        if type(value) is not bool:
+            message = f"{where}.{key} must be true or false, got {_type_name(value)}"
+            raise _bad("invalid_params", message, field=key)
+    return params
+
+
 def load_json(body: bytes) -> Any:
     """orjson first; the stdlib only to tell NaN/Infinity (and the row holding them) from garbage."""
     try:
@@ -370,22 +387,7 @@ class Decoder:
         return Decoded(np.ascontiguousarray(block), probabilities)
 
     def _params(self, params: Any, where: str) -> bool:
-        if type(params) is not dict:
-            raise _bad("invalid_params", f"{where} must be an object, got {_type_name(params)}", field=where)
-        for position, (key, value) in enumerate(params.items()):
-            if key not in _PARAM_KEYS:
-                raise _bad(
-                    "unknown_param",
-                    f"{where}[{position}] is an unknown key; allowed: {', '.join(sorted(_PARAM_KEYS))}",
-                    field=f"{where}[{position}]",
-                )
-            if type(value) is not bool:
-                raise _bad(
-                    "invalid_params",
-                    f"{where}.{key} must be true or false, got {_type_name(value)}",
-                    field=key,
-                )
-        return bool(params.get("probabilities", False))
+        return _flags(params, where, _PARAM_KEYS).get("probabilities", False)
 
     def _split(self, data: Any, fast: bool) -> np.ndarray:
         if type(data) is not dict:
@@ -615,28 +617,8 @@ class Decoder:
         return V2Request(X if order is None else X[:, order], outputs, request_id, binary_outputs)
 
     def _v2_params(self, params: Any) -> _V2Params:
-        if type(params) is not dict:
-            raise _bad(
-                "invalid_params",
-                f"parameters must be an object, got {_type_name(params)}",
-                field="parameters",
-            )
-        for position, (key, value) in enumerate(params.items()):
-            if key not in _V2_PARAM_KEYS:
-                raise _bad(
-                    "unknown_param",
-                    f"parameters[{position}] is an unknown key; allowed: {', '.join(sorted(_V2_PARAM_KEYS))}",
-                    field=f"parameters[{position}]",
-                )
-            if type(value) is not bool:
-                raise _bad(
-                    "invalid_params",
-                    f"parameters.{key} must be true or false, got {_type_name(value)}",
-                    field=key,
-                )
-        return _V2Params(
-            bool(params.get("probabilities", False)), bool(params.get("binary_data_output", False))
-        )
+        flags = _flags(params, "parameters", _V2_PARAM_KEYS)
+        return _V2Params(flags.get("probabilities", False), flags.get("binary_data_output", False))
 
     def _v2_outputs(
         self, outputs: Any, probabilities: bool, binary: bool
