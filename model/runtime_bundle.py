@@ -134,7 +134,7 @@ _LINKS = {
 }
 
 
-def _compile_boosting(pipeline: Any, classification: bool) -> _Compiled:
+def _compile_boosting(pipeline: Any) -> _Compiled:
     """HistGradientBoosting: the baseline as a first single-leaf tree per output, then every
     iteration's trees in order (each feeding its own output), then the loss's inverse link."""
     steps = [step for _, step in pipeline.steps]
@@ -291,7 +291,7 @@ def _compile(pipeline: Any, classification: bool) -> _Compiled | None:
     if isinstance(final, RandomForestClassifier | RandomForestRegressor):
         return _compile_forest(pipeline, classification)
     if isinstance(final, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
-        return _compile_boosting(pipeline, classification)
+        return _compile_boosting(pipeline)
     return None
 
 

@@ -22,7 +22,7 @@ import orjson
 from model.runtime import Prediction
 from model.server.batching import MicroBatcher
 from model.server.decode import V2_KINDS, Decoder, V2Request
-from model.server.errors import RequestError
+from model.server.errors import RequestError, internal_error
 from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
 from model.server.settings import ServerSettings
@@ -248,9 +248,7 @@ class ServerApp:
         except Exception:
             log.exception("unhandled error on %s", route)
             status = 500
-            body = orjson.dumps(
-                RequestError(500, "internal_error", "the server failed on this request; see its log").body(v2)
-            )
+            body = orjson.dumps(internal_error().body(v2))
             metrics.observe_error(route, "internal_error")
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         headers.extend(self._headers)
@@ -335,12 +333,14 @@ class ServerApp:
 
     def _model_for(self, path: str) -> tuple[LoadedRelease, Decoder, MicroBatcher]:
         """The loaded model, if `path` names it (404 otherwise)."""
+        parts = path.split("/")
+        return self.model(parts[3], parts[5] if len(parts) > 5 and parts[4] == "versions" else "")
+
+    def model(self, name: str, version: str = "") -> tuple[LoadedRelease, Decoder, MicroBatcher]:
+        """The loaded model, if it is `name` (and `version`, when given); 404 otherwise."""
         loaded = self.loaded()
         release = loaded[0]
-        parts = path.split("/")
-        if parts[3] != release.model_name or (
-            len(parts) > 5 and parts[4] == "versions" and parts[5] != release.model_version
-        ):
+        if name != release.model_name or (version and version != release.model_version):
             raise RequestError(
                 404,
                 "model_not_found",
@@ -461,9 +461,7 @@ def server_metadata() -> dict[str, Any]:
     return {"name": _SERVER_NAME, "version": "1", "extensions": ["binary_tensor_data"]}
 
 
-def v2_outputs(
-    release: LoadedRelease, request: V2Request, result: Prediction
-) -> list[tuple[str, list[int], np.ndarray]]:
+def v2_outputs(request: V2Request, result: Prediction) -> list[tuple[str, list[int], np.ndarray]]:
     """The requested outputs as (name, shape, values), values flat in row-major order."""
     rows = len(request.X)
     outputs = []
@@ -482,7 +480,7 @@ def v2_response(release: LoadedRelease, request: V2Request, result: Prediction) 
     then lists with their binary_data_size instead of data, in the same order)."""
     outputs = []
     blobs = []
-    for name, shape, values in v2_outputs(release, request, result):
+    for name, shape, values in v2_outputs(request, result):
         if name in request.binary_outputs:
             raw = encode_output(values)
             blobs.append(raw.data)

@@ -46,3 +46,8 @@ class RequestError(Exception):
         if self.row is not None:
             body["row"] = self.row
         return body
+
+
+def internal_error() -> RequestError:
+    """What a client gets for a failure of the server itself (the trace goes to the log only)."""
+    return RequestError(500, "internal_error", "the server failed on this request; see its log")

@@ -30,13 +30,12 @@ from open_inference.grpc.service import (
 )
 
 from model.server.app import server_metadata, v2_metadata, v2_outputs
-from model.server.decode import TensorIn, tensor_kind, tensor_shape
-from model.server.errors import RequestError
-from model.server.tensors import encode_output, output_datatype
+from model.server.decode import _V2_OUTPUTS, _V2_PARAM_KEYS, TensorIn, tensor_kind, tensor_shape
+from model.server.errors import RequestError, internal_error
+from model.server.tensors import RAW_DTYPES, encode_output, output_datatype
 
 if TYPE_CHECKING:
     from model.server.app import ServerApp
-    from model.server.loader import LoadedRelease
 
 __all__ = ["GrpcServer", "start_grpc_server"]
 
@@ -50,8 +49,6 @@ _STATUS = {
     415: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-_PARAM_KEYS = frozenset({"probabilities", "binary_data_output"})
-_OUTPUTS = ("predict", "predict_proba")
 # Typed contents by datatype: where a client that does not send raw bytes puts the values.
 _CONTENTS = {
     "FP64": "fp64_contents",
@@ -59,7 +56,6 @@ _CONTENTS = {
     "INT64": "int64_contents",
     "INT32": "int_contents",
 }
-_CONTENT_DTYPES = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32}
 _OUTPUT_CONTENTS = {
     "INT64": "int64_contents",
     "UINT64": "uint64_contents",
@@ -105,7 +101,7 @@ class _Servicer(GRPCInferenceServiceServicer):
             error = exc
         except Exception:
             log.exception("unhandled error on gRPC %s", rpc)
-            error = RequestError(500, "internal_error", "the server failed on this request; see its log")
+            error = internal_error()
         finally:
             if error is not None:
                 status = _STATUS.get(error.status, grpc.StatusCode.INTERNAL)
@@ -130,7 +126,7 @@ class _Servicer(GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext) -> Any:
         async def handle() -> pb.ModelReadyResponse:
-            self._release(request.name, request.version)
+            self._app.model(request.name, request.version)
             return pb.ModelReadyResponse(ready=self._app.ready)
 
         return await self._call("ModelReady", context, handle)
@@ -143,7 +139,7 @@ class _Servicer(GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: aio.ServicerContext) -> Any:
         async def handle() -> pb.ModelMetadataResponse:
-            release = self._release(request.name, request.version)
+            release = self._app.model(request.name, request.version)[0]
             meta = v2_metadata(release)
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
@@ -160,20 +156,9 @@ class _Servicer(GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> Any:
         return await self._call("ModelInfer", context, lambda: self._infer(request))
 
-    def _release(self, name: str, version: str) -> LoadedRelease:
-        release = self._app.loaded()[0]
-        if name != release.model_name or (version and version != release.model_version):
-            raise RequestError(
-                404,
-                "model_not_found",
-                f"this server serves model '{release.model_name}' version '{release.model_version}' only",
-            )
-        return release
-
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         app = self._app
-        release = self._release(request.model_name, request.model_version)
-        _, decoder, batcher = app.loaded()
+        release, decoder, batcher = app.model(request.model_name, request.model_version)
         if len(request.id) > 256:
             raise _bad("invalid_structure", "id must be a string of at most 256 characters", "id")
         probabilities = _parameters(request.parameters)
@@ -211,7 +196,7 @@ class _Servicer(GRPCInferenceServiceServicer):
         response = pb.ModelInferResponse(
             model_name=release.model_name, model_version=release.model_version, id=request.id
         )
-        for name, shape, values in v2_outputs(release, v2, result):
+        for name, shape, values in v2_outputs(v2, result):
             if raw:
                 encoded = encode_output(values)
                 response.outputs.add(name=name, datatype=encoded.datatype, shape=shape)
@@ -230,10 +215,10 @@ def _parameters(parameters: Any) -> bool:
     """Request parameters: `probabilities` (bool); `binary_data_output` is accepted and moot
     (gRPC answers raw bytes whenever the request sent them)."""
     for position, key in enumerate(sorted(parameters)):
-        if key not in _PARAM_KEYS:
+        if key not in _V2_PARAM_KEYS:
             raise _bad(
                 "unknown_param",
-                f"parameters[{position}] is an unknown key; allowed: {', '.join(sorted(_PARAM_KEYS))}",
+                f"parameters[{position}] is an unknown key; allowed: {', '.join(sorted(_V2_PARAM_KEYS))}",
                 f"parameters[{position}]",
             )
         if parameters[key].WhichOneof("parameter_choice") != "bool_param":
@@ -243,13 +228,13 @@ def _parameters(parameters: Any) -> bool:
 
 def _requested_outputs(outputs: Any, probabilities: bool) -> tuple[str, ...]:
     if not outputs:
-        return _OUTPUTS if probabilities else ("predict",)
+        return _V2_OUTPUTS if probabilities else ("predict",)
     names: list[str] = []
     for position, output in enumerate(outputs):
-        if output.name not in _OUTPUTS:
+        if output.name not in _V2_OUTPUTS:
             raise _bad(
                 "unknown_output",
-                f"outputs[{position}] names an unknown output; allowed: {', '.join(_OUTPUTS)}",
+                f"outputs[{position}] names an unknown output; allowed: {', '.join(_V2_OUTPUTS)}",
                 f"outputs[{position}]",
             )
         for key in output.parameters:
@@ -275,7 +260,7 @@ def _typed_contents(decoder: Any, tensor: Any, shape: list[int], i: int) -> np.n
                 f"inputs[{i}] is {tensor.datatype}, so its values belong in contents.{field}",
                 f"inputs[{i}]",
             )
-    return np.array(getattr(contents, field), dtype=_CONTENT_DTYPES[tensor.datatype])
+    return np.array(getattr(contents, field), dtype=RAW_DTYPES[tensor.datatype])
 
 
 class GrpcServer:
