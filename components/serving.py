@@ -164,7 +164,7 @@ class ModelServing(pulumi.ComponentResource):
         account_name = object_name(account)
 
         stable_replicas, canary_replicas = split_replicas(args.replicas, args.canary_weight)
-        stable_name = f"{args.model_name}-stable"
+        stable_name = _deployment_name(args.model_name, "stable")
         stable = self._deployment(
             f"{name}-deployment", "stable", args, args.release, stable_replicas, account_name, base, selector
         )
@@ -345,7 +345,7 @@ class ModelServing(pulumi.ComponentResource):
         return k8s.apps.v1.Deployment(
             resource_name,
             metadata={
-                "name": f"{args.model_name}-{track}",  # <model>-stable is the autoscaler's target
+                "name": _deployment_name(args.model_name, track),
                 "namespace": args.namespace,
                 "labels": release_labels,
                 "annotations": annotations,
@@ -374,3 +374,8 @@ class ModelServing(pulumi.ComponentResource):
                 parent=self, ignore_changes=["spec.replicas"] if track == "stable" else None
             ),
         )
+
+
+def _deployment_name(model_name: str, track: str) -> str:
+    """The Deployment of one track; `<model>-stable` is also the autoscaler's target."""
+    return f"{model_name}-{track}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -242,6 +243,18 @@ def _apply_plan(plan: Any, root: Path, dry_run: bool, yes: bool) -> None:
     _print_stack_diff(target.stack, root, before)
 
 
+def _run_plan(workdir: Path, make_plan: Callable[[Path], Any], dry_run: bool, yes: bool) -> None:
+    """Plan in the project at `workdir`, then run it; a config or step failure is one clear line."""
+    from infra.config import ConfigError, project_dir
+    from infra.promotion import PromotionError
+
+    try:
+        root = project_dir(workdir)
+        _apply_plan(make_plan(root), root, dry_run, yes)
+    except (PromotionError, ConfigError) as exc:
+        raise _step_failed(exc) from None
+
+
 def _render_or_none(stack: str, root: Path) -> Any:
     from infra.render import run_program
 
@@ -272,15 +285,14 @@ def promote(
     workdir: WorkdirOption = Path("."),
 ) -> None:
     """Pin the release SOURCE serves into TARGET: copy, register, record, write Pulumi.<TARGET>.yaml."""
-    from infra.config import ConfigError, project_dir
-    from infra.promotion import PromotionError, place_of, plan_promotion
+    from infra.promotion import place_of, plan_promotion
 
-    root = project_dir(workdir)
-    try:
-        plan = plan_promotion(place_of(source, root), place_of(target, root), release)
-        _apply_plan(plan, root, dry_run, yes)
-    except (PromotionError, ConfigError) as exc:
-        raise _step_failed(exc) from None
+    _run_plan(
+        workdir,
+        lambda root: plan_promotion(place_of(source, root), place_of(target, root), release),
+        dry_run,
+        yes,
+    )
 
 
 @app.command()
@@ -292,14 +304,9 @@ def rollback(
     workdir: WorkdirOption = Path("."),
 ) -> None:
     """Pin the release STACK served before (or --to one from its history), through promote's checks."""
-    from infra.config import ConfigError, project_dir
-    from infra.promotion import PromotionError, place_of, plan_rollback
+    from infra.promotion import place_of, plan_rollback
 
-    root = project_dir(workdir)
-    try:
-        _apply_plan(plan_rollback(place_of(stack, root), to), root, dry_run, yes)
-    except (PromotionError, ConfigError) as exc:
-        raise _step_failed(exc) from None
+    _run_plan(workdir, lambda root: plan_rollback(place_of(stack, root), to), dry_run, yes)
 
 
 @app.command()
@@ -312,8 +319,8 @@ def status(
     from infra.config import ConfigError, project_dir
     from infra.status import stack_status, stacks_in
 
-    root = project_dir(workdir)
     try:
+        root = project_dir(workdir)
         statuses = [stack_status(name, root) for name in ([stack] if stack else stacks_in(root))]
     except ConfigError as exc:
         err.print(f"[red]config error:[/] {exc}")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from model.data import S3Access, s3_client
+from model.data import S3Access, s3_client, split_s3_uri
 from model.errors import RegistryError
 from model.registry import registry_call
 
@@ -47,7 +47,7 @@ def current_user() -> str:
 
 
 def _location(artifact_root: str, model_name: str) -> tuple[str, str]:
-    bucket, _, prefix = artifact_root.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_uri(artifact_root)
     return bucket, "/".join(p for p in (prefix.strip("/"), model_name, PREFIX) if p) + "/"
 
 

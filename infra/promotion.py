@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,11 +36,12 @@ from model.artifact import (
     MODEL_SUBDIR,
     REGISTRATION_FILE,
     RELEASE_FILE,
+    ArtifactError,
     Registration,
     ReleaseMetadata,
     release_uri,
 )
-from model.data import S3Access, s3_client
+from model.data import S3Access, s3_client, split_s3_uri
 from model.errors import RegistryError
 from model.registry import (
     CANDIDATE_ALIAS,
@@ -66,7 +66,7 @@ __all__ = [
     "plan_promotion",
     "plan_rollback",
     "promote",
-    "read_json",
+    "read_text",
     "rollback",
     "served_release",
 ]
@@ -148,8 +148,6 @@ class Plan:
     source_tags: dict[str, str]
     already_pinned: bool
     """The destination already pins this release: nothing to do."""
-    steps: list[str] = field(default_factory=list)
-    """Filled as the steps run: one line each, for the user."""
 
 
 # ---- checks -----------------------------------------------------------------------------------
@@ -181,10 +179,10 @@ def served_release(place: StackPlace) -> tuple[str, str]:
     return str(version), str(tags.get(RELEASE_TAG, ""))
 
 
-def read_json(place: StackPlace, uri: str) -> Any:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+def read_text(place: StackPlace, uri: str) -> str:
+    bucket, key = split_s3_uri(uri)
     with registry_call(f"reading {uri}"):
-        return json.loads(s3_client(place.s3).get_object(Bucket=bucket, Key=key)["Body"].read())
+        return str(s3_client(place.s3).get_object(Bucket=bucket, Key=key)["Body"].read().decode())
 
 
 def _checked_release(place: StackPlace, release_id: str) -> tuple[str, ReleaseMetadata, dict[str, str]]:
@@ -197,7 +195,10 @@ def _checked_release(place: StackPlace, release_id: str) -> tuple[str, ReleaseMe
             f"release {release_id} of {place.model_name} is not registered at {place.tracking_uri} "
             f"({place.stack}'s registry)",
         )
-    metadata = ReleaseMetadata(**read_json(place, f"{place.folder(release_id)}/{RELEASE_FILE}"))
+    try:
+        metadata = ReleaseMetadata.from_json(read_text(place, f"{place.folder(release_id)}/{RELEASE_FILE}"))
+    except ArtifactError as exc:
+        raise PromotionError("check", f"release {release_id}: {exc}") from None
     if metadata.release_id != release_id or not metadata.gates_passed:
         raise PromotionError(
             "check",
@@ -222,7 +223,7 @@ def _model_checksum(place: StackPlace, release_id: str) -> str:
 
     from model.artifact import ArtifactError, directory_checksum
 
-    bucket, _, prefix = f"{place.folder(release_id)}/{MODEL_SUBDIR}".removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_uri(f"{place.folder(release_id)}/{MODEL_SUBDIR}")
     client = s3_client(place.s3)
     with (
         tempfile.TemporaryDirectory(prefix="promote-") as tmp,
@@ -347,8 +348,8 @@ def copy_release(plan: Plan, log: Log, dry_run: bool = False) -> int:
     source, target = plan.source, plan.target
     if source.same_store(target):
         return 0
-    src_bucket, _, src_prefix = source.folder(plan.release_id).removeprefix("s3://").partition("/")
-    dst_bucket, _, dst_prefix = target.folder(plan.release_id).removeprefix("s3://").partition("/")
+    src_bucket, src_prefix = split_s3_uri(source.folder(plan.release_id))
+    dst_bucket, dst_prefix = split_s3_uri(target.folder(plan.release_id))
     src, dst = s3_client(source.s3), s3_client(target.s3)
     copied = 0
     with (
@@ -419,9 +420,7 @@ def register_release(plan: Plan, log: Log, dry_run: bool = False) -> str:
 
 
 def _write_registration(target: StackPlace, registration: Registration) -> None:
-    bucket, _, key = f"{target.folder(registration.release_id)}/{REGISTRATION_FILE}".removeprefix(
-        "s3://"
-    ).partition("/")
+    bucket, key = split_s3_uri(f"{target.folder(registration.release_id)}/{REGISTRATION_FILE}")
     with registry_call(f"writing s3://{bucket}/{key}"):
         s3_client(target.s3).put_object(Bucket=bucket, Key=key, Body=registration.to_json().encode())
 

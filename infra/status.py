@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from infra.config import ConfigError
 from infra.history import DeploymentEvent, read_history
-from infra.promotion import PromotionError, StackPlace, place_of, read_json, served_release
-from model.artifact import RELEASE_FILE
+from infra.promotion import PromotionError, StackPlace, place_of, read_text, served_release
+from model.artifact import RELEASE_FILE, ArtifactError, ReleaseMetadata
 from model.errors import RegistryError
 from model.registry import registry_call
 
@@ -83,13 +83,12 @@ def _lineage(
     place: StackPlace, release_id: str, problems: list[str]
 ) -> tuple[dict[str, str | None], str | None]:
     try:
-        record = read_json(place, f"{place.folder(release_id)}/{RELEASE_FILE}")
-    except RegistryError as exc:
+        record = ReleaseMetadata.from_json(read_text(place, f"{place.folder(release_id)}/{RELEASE_FILE}"))
+    except (RegistryError, ArtifactError) as exc:
         problems.append(str(exc))
         return {}, None
     keys = ("dataset_uri", "dataset_hash", "code_hash", "git_commit")
-    gates = "passed" if (record.get("gates") or {}).get("passed") else "failed"
-    return {k: record.get(k) for k in keys}, gates
+    return {k: getattr(record, k) for k in keys}, "passed" if record.gates_passed else "failed"
 
 
 def stacks_in(root: Path) -> list[str]:

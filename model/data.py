@@ -32,6 +32,7 @@ __all__ = [
     "load_dataset",
     "s3_client",
     "split_dataset",
+    "split_s3_uri",
 ]
 
 BUNDLED = ("breast_cancer", "diabetes", "iris", "wine")
@@ -169,7 +170,7 @@ def _local_path(uri: str) -> Path:
 
 def _read(uri: str, access: S3Access | None) -> bytes:
     if uri.startswith("s3://"):
-        bucket, key = _bucket_key(uri)
+        bucket, key = split_s3_uri(uri)
         obj = _s3_call(uri, access, lambda c: c.get_object(Bucket=bucket, Key=key))
         body: bytes = obj["Body"].read()
         return body
@@ -178,14 +179,15 @@ def _read(uri: str, access: S3Access | None) -> bytes:
 
 def _version_stamp(uri: str, access: S3Access | None) -> str:
     if uri.startswith("s3://"):
-        bucket, key = _bucket_key(uri)
+        bucket, key = split_s3_uri(uri)
         head = _s3_call(uri, access, lambda c: c.head_object(Bucket=bucket, Key=key))
         return f"etag={head.get('ETag')};version={head.get('VersionId')};size={head.get('ContentLength')}"
     stat = _local_path(uri).stat()
     return f"size={stat.st_size};mtime_ns={stat.st_mtime_ns}"
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key or prefix) of an s3:// URI."""
     parsed = urlparse(uri)
     return parsed.netloc, parsed.path.lstrip("/")
 

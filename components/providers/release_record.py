@@ -63,9 +63,9 @@ def _read_text(uri: str, props: dict[str, Any]) -> str:
             raise FileNotFoundError(f"{uri} does not exist") from None
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from model.data import S3Access, s3_client
+    from model.data import S3Access, s3_client, split_s3_uri
 
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, key = split_s3_uri(uri)
     endpoint = props.get("endpoint_url") or None
     access = S3Access(
         endpoint_url=endpoint,
