@@ -17,7 +17,7 @@ require_env PROMOTION_DIR "the folder the promotion job's artifact was downloade
 require_env RELEASE_ID "the release id the promotion job reported"
 DST_STACK="${DST_STACK:-prod}"
 valid_stack "$DST_STACK" || fail 2 "DST_STACK is not a stack name: '$DST_STACK'"
-[[ "$RELEASE_ID" =~ ^[0-9a-f]{12}$ ]] || fail 2 "RELEASE_ID must be 12 lowercase hex characters (got '${RELEASE_ID:0:40}')"
+valid_release_id "$RELEASE_ID" || fail 2 "RELEASE_ID must be 12 lowercase hex characters (got '${RELEASE_ID:0:40}')"
 stack_file="Pulumi.$DST_STACK.yaml"
 new="$PROMOTION_DIR/$stack_file"
 [ -f "$new" ] || fail 2 "$new not found (did the promotion job upload it?)"

@@ -23,10 +23,8 @@ else
 fi
 SUMMARY_FILE="${SUMMARY_FILE:-${GITHUB_STEP_SUMMARY:-}}"
 
-read -r -a stacks <<< "$STACKS"
-[ "${#stacks[@]}" -gt 0 ] || fail 2 "STACKS is empty"
+read_stacks
 for stack in "${stacks[@]}"; do
-  valid_stack "$stack" || fail 2 "not a stack name: '$stack'"
   [ -f "Pulumi.$stack.yaml" ] || fail 2 "no stack file Pulumi.$stack.yaml in $REPO"
 done
 

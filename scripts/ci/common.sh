@@ -26,6 +26,19 @@ require_env() {
 # valid_stack NAME: a Pulumi stack name as this repository uses them (Pulumi.<name>.yaml).
 valid_stack() { [[ "$1" =~ ^[a-z][a-z0-9-]{0,30}$ ]]; }
 
+# valid_release_id ID: a release id (12 lowercase hex characters, as `mlops release-id` prints).
+valid_release_id() { [[ "$1" =~ ^[0-9a-f]{12}$ ]]; }
+
+# read_stacks: the array `stacks` from $STACKS, each a valid stack name (exit 2 otherwise).
+read_stacks() {
+  read -r -a stacks <<< "$STACKS"
+  [ "${#stacks[@]}" -gt 0 ] || fail 2 "STACKS is empty"
+  local stack
+  for stack in "${stacks[@]}"; do
+    valid_stack "$stack" || fail 2 "not a stack name: '$stack'"
+  done
+}
+
 # set_output NAME VALUE: a step output when GITHUB_OUTPUT is set (single-line values only).
 set_output() {
   if [ -n "${GITHUB_OUTPUT:-}" ]; then printf '%s=%s\n' "$1" "$2" >> "$GITHUB_OUTPUT"; fi

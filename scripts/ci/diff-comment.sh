@@ -21,11 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 require_env COMMENT_FILE "the path the workflow passes to the comment step"
 MAX_STACK_CHARS="${MAX_STACK_CHARS:-30000}"
 [[ "$MAX_STACK_CHARS" =~ ^[0-9]+$ ]] || fail 2 "MAX_STACK_CHARS must be a number (got '$MAX_STACK_CHARS')"
-read -r -a stacks <<< "$STACKS"
-[ "${#stacks[@]}" -gt 0 ] || fail 2 "STACKS is empty"
-for stack in "${stacks[@]}"; do
-  valid_stack "$stack" || fail 2 "not a stack name: '$stack'"
-done
+read_stacks
 against=()
 against_text="the merge base with the main branch"
 if [ -n "${DIFF_AGAINST:-}" ]; then

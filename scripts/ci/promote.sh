@@ -24,7 +24,7 @@ RELEASE_ID="${RELEASE_ID:-}"
 valid_stack "$SRC_STACK" || fail 2 "SRC_STACK is not a stack name: '$SRC_STACK'"
 valid_stack "$DST_STACK" || fail 2 "DST_STACK is not a stack name: '$DST_STACK'"
 [ "$SRC_STACK" != "$DST_STACK" ] || fail 2 "SRC_STACK and DST_STACK are both '$SRC_STACK'"
-if [ -n "$RELEASE_ID" ] && ! [[ "$RELEASE_ID" =~ ^[0-9a-f]{12}$ ]]; then
+if [ -n "$RELEASE_ID" ] && ! valid_release_id "$RELEASE_ID"; then
   fail 2 "release id must be 12 lowercase hex characters, as \`mlops release-id\` prints (got '${RELEASE_ID:0:40}')"
 fi
 stack_file="Pulumi.$DST_STACK.yaml"
@@ -60,7 +60,7 @@ print(pin.get("model_name", ""), pin.get("release_id", ""), pin.get("model_versi
 PY
 )" || fail 1 "cannot read the pin (mlops:release) from $stack_file"
 IFS=$'\t' read -r model_name release_id model_version <<< "$pin"
-[[ "$release_id" =~ ^[0-9a-f]{12}$ ]] || fail 1 "$stack_file: mlops:release.release_id is '$release_id' after the promotion, not a release id"
+valid_release_id "$release_id" || fail 1 "$stack_file: mlops:release.release_id is '$release_id' after the promotion, not a release id"
 [[ "$model_version" =~ ^[0-9]+$ ]] || fail 1 "$stack_file: mlops:release.model_version is '$model_version', not a version number"
 [[ "$model_name" =~ ^[A-Za-z0-9._-]+$ ]] || fail 1 "$stack_file: mlops:release.model_name is '$model_name'"
 if [ -n "$RELEASE_ID" ] && [ "$release_id" != "$RELEASE_ID" ]; then

@@ -183,28 +183,41 @@ def test_every_action_is_pinned_to_a_reviewed_commit_with_its_version(path: Path
         where = f"{path.name}:{number}: {ref}"
         if ref.startswith("./"):
             continue  # a local action or reusable workflow: pinned by this repository
-        assert not ref.startswith("docker://"), f"{where}: use an action pinned by commit"
-        match = re.fullmatch(
-            r"(?P<name>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:/[^@]+)?)@(?P<sha>[0-9a-f]{40})", ref
-        )
-        assert match, f"{where}: pin to a full 40-hex commit SHA"
-        assert re.fullmatch(r"v\d+\.\d+\.\d+", comment), f"{where}: the version goes in a comment (# v1.2.3)"
-        name = match["name"]
-        assert name in REVIEWED_PINS, f"{where}: {name} is not among the reviewed actions"
-        assert (match["sha"], comment) == REVIEWED_PINS[name], f"{where}: not the reviewed pin of {name}"
+        problem = pin_problem(ref, comment)
+        assert problem is None, f"{where}: {problem}"
+
+
+def pin_problem(ref: str, comment: str | None) -> str | None:
+    """Why a `uses:` reference is not a reviewed pin (None when it is one)."""
+    if ref.startswith("docker://"):
+        return "use an action pinned by commit"
+    match = re.fullmatch(r"(?P<name>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:/[^@]+)?)@(?P<sha>[0-9a-f]{40})", ref)
+    if not match:
+        return "pin to a full 40-hex commit SHA"
+    if not re.fullmatch(r"v\d+\.\d+\.\d+", comment or ""):
+        return "the version goes in a comment (# v1.2.3)"
+    name = match["name"]
+    if name not in REVIEWED_PINS:
+        return f"{name} is not among the reviewed actions"
+    if (match["sha"], comment) != REVIEWED_PINS[name]:
+        return f"not the reviewed pin of {name}"
+    return None
 
 
 def test_the_pinning_check_refuses_tags_and_short_shas(tmp_path: Path) -> None:
+    sha, version = REVIEWED_PINS["actions/checkout"]
     samples = {
-        "uses: actions/checkout@v6": False,
-        "uses: actions/checkout@de0fac2 # v6.0.2": False,
-        "- uses: actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2": True,
+        "uses: actions/checkout@v6": "pin to a full 40-hex commit SHA",
+        f"uses: actions/checkout@{sha[:7]} # {version}": "pin to a full 40-hex commit SHA",
+        f"uses: actions/checkout@{sha}": "the version goes in a comment (# v1.2.3)",
+        f"uses: actions/checkout@{'0' * 40} # {version}": "not the reviewed pin of actions/checkout",
+        "uses: docker://alpine:3": "use an action pinned by commit",
+        f"- uses: actions/checkout@{sha} # {version}": None,
     }
-    for line, ok in samples.items():
+    for line, problem in samples.items():
         match = USES_LINE.match(line)
-        assert match
-        pinned = bool(re.fullmatch(r"[^@]+@[0-9a-f]{40}", match["ref"])) and bool(match["comment"])
-        assert pinned is ok, line
+        assert match, line
+        assert pin_problem(match["ref"], match["comment"]) == problem, line
 
 
 def test_pulumi_cli_version_matches_the_python_sdk_pin() -> None:
