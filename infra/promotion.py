@@ -46,6 +46,7 @@ from model.errors import RegistryError
 from model.registry import (
     CANDIDATE_ALIAS,
     RELEASE_TAG,
+    alias_version,
     bound_http_retries,
     find_release,
     register_version,
@@ -67,7 +68,6 @@ __all__ = [
     "plan_rollback",
     "promote",
     "read_text",
-    "rollback",
     "served_release",
 ]
 
@@ -167,16 +167,16 @@ def _step(name: str) -> Iterator[None]:
 def served_release(place: StackPlace) -> tuple[str, str]:
     """(version, release id) under the stack's champion alias in its registry."""
     client = place.client()
-    with registry_call(f"reading {place.model_name}@{place.champion_alias} at {place.tracking_uri}"):
-        model = client.get_registered_model(place.model_name)
-        version = (model.aliases or {}).get(place.champion_alias)
-        if version is None:
-            raise RegistryError(
-                f"no version of {place.model_name} has the alias {place.champion_alias!r}: "
-                f"{place.stack} serves nothing proven yet"
-            )
-        tags = client.get_model_version(place.model_name, str(version)).tags or {}
-    return str(version), str(tags.get(RELEASE_TAG, ""))
+    where = f"{place.model_name}@{place.champion_alias} at {place.tracking_uri}"
+    version = alias_version(client, place.model_name, place.champion_alias, f"reading {where}")
+    if version is None:
+        raise RegistryError(
+            f"no version of {place.model_name} has the alias {place.champion_alias!r}: "
+            f"{place.stack} serves nothing proven yet"
+        )
+    with registry_call(f"reading {where} (version {version})"):
+        tags = client.get_model_version(place.model_name, version).tags or {}
+    return version, str(tags.get(RELEASE_TAG, ""))
 
 
 def read_text(place: StackPlace, uri: str) -> str:
@@ -323,11 +323,16 @@ def destination_lock(target: StackPlace, owner: str) -> Iterator[None]:
                 client.delete_registered_model(name)
 
 
+def _lock_live(holder: dict[str, str]) -> bool:
+    """Whether a lock's holder (its tags) has not expired yet."""
+    return datetime.fromisoformat(holder.get("expires", "1970-01-01T00:00:00+00:00")) > datetime.now(UTC)
+
+
 def _take_over_stale_lock(client: Any, name: str, tags: dict[str, str], target: StackPlace) -> None:
     from mlflow.exceptions import MlflowException
 
     holder = client.get_registered_model(name).tags or {}
-    if datetime.fromisoformat(holder.get("expires", "1970-01-01T00:00:00+00:00")) > datetime.now(UTC):
+    if _lock_live(holder):
         raise PromotionError(
             "lock",
             f"another promotion to {target.stack} is running (lock {name} at {target.tracking_uri} "
@@ -437,7 +442,7 @@ def check_lock(target: StackPlace) -> None:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return
             raise
-    if datetime.fromisoformat(holder.get("expires", "1970-01-01T00:00:00+00:00")) > datetime.now(UTC):
+    if _lock_live(holder):
         raise PromotionError(
             "lock", f"another promotion to {target.stack} is running ({holder.get('owner')})"
         )
@@ -490,14 +495,6 @@ def execute(plan: Plan, log: Log) -> PinnedRelease:
 def promote(source: str, target: str, root: Path, release_id: str | None, log: Log) -> Plan:
     """Check and run a promotion (a no-op when the target already pins the release)."""
     plan = plan_promotion(place_of(source, root), place_of(target, root), release_id)
-    if not plan.already_pinned:
-        execute(plan, log)
-    return plan
-
-
-def rollback(stack: str, root: Path, to: str | None, log: Log) -> Plan:
-    """Check and run a rollback (a no-op when the stack already pins the release)."""
-    plan = plan_rollback(place_of(stack, root), to)
     if not plan.already_pinned:
         execute(plan, log)
     return plan

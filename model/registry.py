@@ -30,6 +30,7 @@ __all__ = [
     "Champion",
     "ExistingRelease",
     "RegistryError",
+    "alias_version",
     "bound_http_retries",
     "connect",
     "ensure_experiment",
@@ -96,6 +97,13 @@ def _unless_absent(what: str, call: Callable[[], T]) -> T | None:
             if exc.error_code == _DOES_NOT_EXIST:
                 return None
             raise
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: str, what: str) -> str | None:
+    """The version `alias` names; None when the model or the alias does not exist."""
+    model = _unless_absent(what, lambda: client.get_registered_model(model_name))
+    version = (model.aliases or {}).get(alias) if model is not None else None
+    return None if version is None else str(version)
 
 
 @dataclass(frozen=True)
@@ -166,10 +174,7 @@ def find_champion(client: MlflowClient, model_name: str, alias: str) -> Champion
     a RegistryError, never "no champion", which would skip the regression gates.
     """
     where = f"{model_name}@{alias} in {client.tracking_uri}"
-    model = _unless_absent(
-        f"looking up the champion {where}", lambda: client.get_registered_model(model_name)
-    )
-    version = (model.aliases or {}).get(alias) if model is not None else None
+    version = alias_version(client, model_name, alias, f"looking up the champion {where}")
     if version is None:
         return None
     with registry_call(f"reading the champion {where} (version {version})"):
