@@ -103,6 +103,18 @@ def _predict(url: str, rows: list[list[float]]) -> tuple[list[Any], httpx.Header
     return list(response.json()["predictions"]), response.headers
 
 
+def _served_release(url: str, expected: str, within_s: float = 30) -> str:
+    """The release the Service answers with, once it is `expected` or `within_s` passed. `pulumi up`
+    returns when the new pods are available; the old ones drain (preStop) while kube-proxy takes
+    their endpoints out, so a request in the next second or two may still reach the old release."""
+    deadline = time.monotonic() + within_s
+    while True:
+        release = str(_predict(url, _rows(1))[1]["x-mlops-release-id"])
+        if release == expected or time.monotonic() > deadline:
+            return release
+        time.sleep(0.5)
+
+
 def _in_process(s3: S3Service, model_uri: str, rows: list[list[float]], tmp: Path) -> list[Any]:
     """What the release's own scikit-learn pipeline predicts, loaded from the bucket here."""
     bucket, _, prefix = model_uri.removeprefix("s3://").partition("/")
@@ -373,7 +385,7 @@ def test_a_job_failed_for_a_transient_reason_is_retried_as_documented(
     assert out["release_id"] == planned
     stacks.releases.append(planned)
     assert _versions(MODEL)[out["model_version"]] == planned
-    assert _predict(stacks.service_url("mlops-dev"), _rows(1))[1]["x-mlops-release-id"] == planned
+    assert _served_release(stacks.service_url("mlops-dev"), planned) == planned
 
 
 def _promote(stacks: Stacks) -> Any:
