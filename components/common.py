@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PART_OF = "mlops"
 UNRESOLVED = "unresolved"
 """A registered version nothing has read yet (render mode: the Job is written, never run)."""
-Component = Literal["serving", "training", "registry", "image-registry"]
+Component = Literal["serving", "training", "registry", "image-registry", "monitoring"]
 """Values of `app.kubernetes.io/component` the policy pack knows."""
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.alert_rules import AlertThresholds
 from components.common import ImageSource, labels, object_name
+from components.monitoring import MonitoringImages, MonitoringStack, MonitoringStackArgs
 from components.providers.model_alias import ModelAlias, ModelAliasArgs
 from components.registry import ModelRegistry, ModelRegistryArgs
+from components.retrain_trigger import RetrainTriggerArgs
 from components.serving import ModelServing, ModelServingArgs, ServedRelease, ServiceType
 from components.training import TrainingJob, TrainingJobArgs
 from infra.config import StackSettings, load_settings, project_dir
@@ -183,7 +186,7 @@ def _serving(
             service_type=ServiceType(serve.service_type),
             topology_spread=serve.topology_spread,
             max_unavailable=serve.max_unavailable,
-            monitoring_namespace=serve.monitoring_namespace,
+            monitoring_namespace=settings.monitoring.namespace,
         ),
         opts=opts,
     )
@@ -207,6 +210,66 @@ def _champion(
             release_id=release.release_id,
         ),
         opts=pulumi.ResourceOptions(depends_on=[serving]),
+    )
+
+
+def _monitoring(
+    settings: StackSettings,
+    namespace: pulumi.Output[str],
+    registry: ModelRegistry,
+    opts: pulumi.ResourceOptions,
+) -> MonitoringStack | None:
+    """Prometheus, the alert rules, Alertmanager, Grafana and the retrain trigger for this stack."""
+    monitoring, images = settings.monitoring, settings.images
+    if not monitoring.enabled:
+        return None
+    return MonitoringStack(
+        "monitoring",
+        MonitoringStackArgs(
+            stack=settings.stack,
+            namespace=monitoring.namespace,
+            serving_namespaces=(namespace,),
+            mode=monitoring.mode,
+            thresholds=AlertThresholds(**monitoring.thresholds.model_dump()),
+            scrape_interval=monitoring.scrape_interval,
+            retention=monitoring.retention,
+            storage_size=monitoring.storage_size,
+            images=MonitoringImages(
+                prometheus=images.prometheus, alertmanager=images.alertmanager, grafana=images.grafana
+            ),
+            grafana=monitoring.grafana.enabled,
+            grafana_admin_password=_secret(settings.grafana_admin_password),
+            retrain=_retrain_trigger(settings, registry),
+            operator_labels=monitoring.operator_labels,
+        ),
+        opts=opts,
+    )
+
+
+def _retrain_trigger(settings: StackSettings, registry: ModelRegistry) -> RetrainTriggerArgs | None:
+    retrain = settings.monitoring.retrain
+    if not retrain.enabled:
+        return None
+    assert retrain.repository is not None  # validated by RetrainSettings
+    github_token, webhook_token = (
+        _secret(settings.retrain_github_token),
+        _secret(settings.retrain_webhook_token),
+    )
+    assert github_token is not None and webhook_token is not None  # load_settings checks both
+    return RetrainTriggerArgs(
+        # The monitoring namespace: MonitoringStack puts the trigger beside Alertmanager.
+        namespace=settings.monitoring.namespace,
+        # The serving image holds the trigger (python -m model.retrain_trigger).
+        image=_image(settings.images.serving, "images/Dockerfile.serve", "mlops-serve", settings),
+        # MonitoringStack makes the pull secret in its namespace from the push target's credentials.
+        push_target=registry.push_target,
+        stack=settings.stack,
+        repository=retrain.repository,
+        github_api_url=retrain.github_api_url,
+        github_token=github_token,
+        webhook_token=webhook_token,
+        alert_names=retrain.alert_names,
+        min_interval_seconds=retrain.min_interval_seconds,
     )
 
 
@@ -234,6 +297,7 @@ def main() -> None:
         serving_opts = in_ns
     serving = _serving(settings, namespace, registry, model_name, release, serving_opts)
     champion = _champion(settings, model_name, release, serving)
+    monitoring = _monitoring(settings, namespace, registry, in_ns)
 
     pulumi.export("namespace", namespace)
     pulumi.export("release_id", serving.release_id)
@@ -245,6 +309,11 @@ def main() -> None:
     pulumi.export("registry_server", registry.registry_server)
     if champion is not None:
         pulumi.export("champion", {"alias": settings.champion_alias, "version": champion.version})
+    if monitoring is not None:
+        urls = {"prometheus": monitoring.prometheus_url, "grafana": monitoring.grafana_url}
+        pulumi.export(
+            "monitoring", {"namespace": monitoring.namespace, **{k: v for k, v in urls.items() if v}}
+        )
     pulumi.export(
         "images",
         {

@@ -201,6 +201,51 @@ def serve(ctx: typer.Context) -> None:
     server_app(args=ctx.args, prog_name="mlops serve")
 
 
+@app.command(cls=_UsageErrorExitsOne)
+def drift(
+    model_uri: Annotated[
+        str, typer.Option("--model-uri", help="Release folder: a path, s3://..., models:/<name>/<version>.")
+    ],
+    data: Annotated[
+        str, typer.Option("--data", help="Dataset: a .csv or .parquet path, s3://... or sklearn:<name>.")
+    ],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write index.html and a PNG per drifted feature here.")
+    ] = None,
+    psi_threshold: Annotated[
+        float | None, typer.Option("--psi-threshold", help="PSI above this is drift [default 0.2].")
+    ] = None,
+    ks_threshold: Annotated[
+        float | None, typer.Option("--ks-threshold", help="KS above this is drift [default 0.1].")
+    ] = None,
+) -> None:
+    """A dataset against a release's training profile: PSI and KS per feature and of the predictions.
+    Exit 0: no drift, 2: drift, 1: error."""
+    from infra.drift_report import ReportError, run_drift, write_report
+
+    try:
+        run = run_drift(model_uri, data, psi_threshold, ks_threshold)
+        written = write_report(run, out_dir) if out_dir is not None else []
+    except ReportError as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    report = run.report
+    table = Table(title=f"drift of {data} against release {run.release_id} ({report.rows} rows)")
+    for column in ("feature", "PSI", "KS", "drifted"):
+        table.add_column(column, justify="left" if column == "feature" else "right")
+    for d in [*report.features, *([report.prediction] if report.prediction else [])]:
+        ks = "n/a" if d.ks is None else f"{d.ks:.4f}"
+        table.add_row(d.name, f"{d.psi:.4f}", ks, "[red]yes[/]" if d.drifted else "no")
+    out.print(table)
+    first = report.features[0]
+    drifted = [d.name for d in [*report.features, report.prediction] if d is not None and d.drifted]
+    verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
+    out.print(f"thresholds: PSI > {first.psi_threshold}, KS > {first.ks_threshold}; {verdict}", markup=False)
+    if written:
+        err.print(f"wrote {written[0]} and {len(written) - 1} image(s)", markup=False, soft_wrap=True)
+    raise typer.Exit(2 if report.drifted else 0)
+
+
 ReleaseOption = Annotated[
     str | None, typer.Option("--release", help="Release id; it must be what the source stack serves.")
 ]
@@ -378,6 +423,37 @@ def history(
     for e in events:
         table.add_row(e.at, e.kind, e.release_id, e.model_version, e.source, e.by)
     out.print(table)
+
+
+@app.command("retrain-bump")
+def retrain_bump(
+    event: Annotated[
+        Path | None,
+        typer.Option(envvar="GITHUB_EVENT_PATH", help="The repository_dispatch event file (JSON)."),
+    ] = None,
+    stack: Annotated[str | None, typer.Option("--stack", "-s", help="Must be the alert's stack.")] = None,
+    dry_run: DryRunOption = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    workdir: WorkdirOption = Path("."),
+) -> None:
+    """After a drift alert: point the stack's training dataset at the newest version under its prefix."""
+    from infra.config import ConfigError, project_dir
+    from infra.retrain import bump_from_event
+    from model.errors import BadConfig, RegistryError
+
+    if event is None:
+        err.print("[red]error:[/] pass --event FILE (GitHub Actions sets GITHUB_EVENT_PATH)")
+        raise typer.Exit(2)
+    try:
+        result = bump_from_event(event, project_dir(workdir), stack, dry_run)
+    except (ConfigError, BadConfig, RegistryError) as exc:
+        err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(3 if isinstance(exc, RegistryError) else 2) from None
+    err.print(result.message, markup=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps(result.as_dict()))
+    elif result.changed:
+        out.print(f"branch: {result.branch}\ntitle: {result.title}\n\n{result.body()}", markup=False)
 
 
 if __name__ == "__main__":

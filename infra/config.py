@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from components.monitoring import MonitoringImages, MonitoringMode
 from components.registry import BackendStore, RegistryMode
-from model.data import S3Access, is_local
+from model.data import S3Access, is_local, split_s3_uri
+from model.retrain_trigger import ALERT_NAME, REPOSITORY
 from model.spec import RegistrySettings, TrainingSpec, describe_errors
 
 __all__ = [
@@ -39,14 +43,20 @@ __all__ = [
     "BackendStore",
     "ConfigError",
     "ContainerRegistrySettings",
+    "GrafanaSettings",
     "ImageSettings",
     "KubernetesSettings",
+    "MonitoringMode",
+    "MonitoringSettings",
     "PinnedRelease",
     "RegistryMode",
+    "RetrainSettings",
     "ServingSettings",
     "StackSettings",
+    "ThresholdSettings",
     "TrackingSettings",
     "TrainingJobSettings",
+    "duration_seconds",
     "load_settings",
     "load_stack_file",
     "project_dir",
@@ -56,6 +66,11 @@ NAMESPACE = "mlops"
 PROJECT_FILE = "Pulumi.yaml"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
+# A Prometheus duration (also what alert `for:` and --storage.tsdb.retention.time accept).
+_DURATION = r"^([0-9]+(y|w|d|h|m|s|ms))+$"
+_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 class ConfigError(ValueError):
@@ -87,6 +102,11 @@ class ImageSettings(_Frozen):
     mlflow: str | None = None
     registry: str = "docker.io/library/registry:2.8.3"
     """The in-cluster image registry's own image (dev only)."""
+    prometheus: str = MonitoringImages.prometheus
+    """Bundled monitoring's Prometheus (the 2.53 LTS line; tests use this version's promtool)."""
+    alertmanager: str = MonitoringImages.alertmanager
+    grafana: str = MonitoringImages.grafana
+    """Grafana; the dashboard is built with grafana-foundation-sdk for this version."""
     build_tag: str = "latest"
     """Tag for images built by pulumi_docker; the deployed reference is the pushed digest anyway."""
     platform: str | None = None
@@ -213,15 +233,187 @@ class ServingSettings(_Frozen):
     topology_spread: bool = False
     max_unavailable: int = Field(default=1, ge=1)
     """The PodDisruptionBudget's maxUnavailable."""
-    monitoring_namespace: str = "monitoring"
-    """Namespace whose pods may scrape /metrics."""
     canary: CanarySettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        # One source of truth for the scraper's namespace: the serving NetworkPolicy admits
+        # the namespace where MonitoringStack runs.
+        if isinstance(data, dict) and "monitoring_namespace" in data:
+            raise ValueError(
+                "monitoring_namespace moved to mlops:monitoring.namespace (the namespace whose pods "
+                "scrape /metrics, where the monitoring stack runs): move the value there"
+            )
+        return data
 
     @model_validator(mode="after")
     def _bounds(self) -> ServingSettings:
         if self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) must be >= replicas ({self.replicas})")
         return self
+
+
+def _duration(value: str) -> str:
+    if not re.match(_DURATION, value):
+        raise ValueError("must be a Prometheus duration such as 30s, 5m, 6h or 1h30m")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+"""A Prometheus duration: what alert `for:`, scrape intervals and retention take."""
+
+
+def _label_map(value: dict[str, str]) -> dict[str, str]:
+    for key, label in value.items():
+        if not re.match(_LABEL_KEY, key) or not re.match(_LABEL_VALUE, label):
+            raise ValueError(
+                f"{key}: {label!r} is not a Kubernetes label (key [prefix/]name, value <= 63 characters)"
+            )
+    return value
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a Prometheus duration such as 1h30m (validated by the settings' pattern)."""
+    return sum(
+        int(number) * _DURATION_UNITS[unit] for number, unit in re.findall(r"([0-9]+)(ms|[ywdhms])", value)
+    )
+
+
+def _positive_duration(value: str, key: str) -> str:
+    if duration_seconds(value) <= 0:
+        raise ValueError(f"{key} must be longer than 0, e.g. 30s, 5m, 6h")
+    return value
+
+
+class RetrainSettings(_Frozen):
+    """`mlops:monitoring.retrain`: drift alerts open a retraining pull request (docs/retraining.md).
+
+    Alertmanager posts the alerts named in `alert_names` to the retrain trigger, which asks
+    GitHub (`repository_dispatch`) for a workflow that points the dev stack's dataset at the
+    newest version under `dataset_prefix`. Tokens: the secrets mlops:retrain_github_token and
+    mlops:retrain_webhook_token.
+    """
+
+    enabled: bool = False
+    github_api_url: str = "https://api.github.com"
+    """GitHub's REST API (GitHub Enterprise: https://<host>/api/v3)."""
+    repository: str | None = None
+    """owner/name of the repository whose retrain workflow runs; required when enabled."""
+    min_interval: Duration = "6h"
+    """At most one retrain dispatch per model within this Prometheus duration."""
+    alert_names: tuple[str, ...] = Field(default=("MLOpsModelDrift",), min_length=1)
+    """Alerts that trigger a retrain; the rest go to the default receiver only."""
+    dataset_prefix: str | None = None
+    """Where new dataset versions land (s3://bucket/prefix/ or a folder); required when enabled."""
+
+    @field_validator("min_interval")
+    @classmethod
+    def _interval_positive(cls, value: str) -> str:
+        return _positive_duration(value, "min_interval")
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not re.match(r"^https://[^\s/]+", value):
+            raise ValueError("must be https://<host>[/path] (GitHub Enterprise: https://<host>/api/v3)")
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(REPOSITORY, value):
+            raise ValueError("must be <owner>/<name> of a GitHub repository, e.g. acme/mlops")
+        return value
+
+    @field_validator("alert_names")
+    @classmethod
+    def _alert_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(ALERT_NAME, name):
+                raise ValueError(f"alert name {name!r} is not a valid Prometheus alert name")
+        return value
+
+    @field_validator("dataset_prefix")
+    @classmethod
+    def _dataset_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.startswith("sklearn:"):
+            raise ValueError(
+                "names a bundled dataset, which has no versions; use s3://<bucket>/<prefix>/ or a folder"
+            )
+        if value.startswith("s3://"):
+            bucket, _ = split_s3_uri(value)
+            if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+                raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
+        elif "://" in value.removeprefix("file://"):
+            raise ValueError("allowed dataset locations: s3://<bucket>/<prefix>/ or a folder")
+        elif not value.removeprefix("file://"):
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> RetrainSettings:
+        if self.enabled:
+            missing = [k for k in ("repository", "dataset_prefix") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    f"enabled retraining needs {' and '.join(missing)} "
+                    "(e.g. repository: acme/mlops, dataset_prefix: s3://datasets/breast-cancer/)"
+                )
+        return self
+
+    @property
+    def min_interval_seconds(self) -> int:
+        return int(duration_seconds(self.min_interval))
+
+
+class ThresholdSettings(_Frozen):
+    """`mlops:monitoring.thresholds`: when the alerts fire (docs/monitoring.md lists them)."""
+
+    error_ratio: float = Field(default=0.05, gt=0, lt=1)
+    """Share of prediction requests answered 5xx over 5 minutes."""
+    p99_latency_seconds: float = Field(default=0.5, gt=0)
+    drift_psi: float = Field(default=0.2, gt=0)
+    """Per-feature PSI of the server's window against the release's reference profile."""
+    drift_for: Duration = "10m"
+    drift_min_window_rows: int = Field(default=500, ge=1)
+    """Drift is judged only on windows holding at least this many rows."""
+    not_ready_for: Duration = "5m"
+    no_traffic_for: Duration = "30m"
+
+
+class GrafanaSettings(_Frozen):
+    """`mlops:monitoring.grafana`: bundled mode's Grafana with the model dashboard."""
+
+    enabled: bool = True
+    """Needs the secret mlops:grafana_admin_password."""
+
+
+class MonitoringSettings(_Frozen):
+    """`mlops:monitoring`: Prometheus scraping the model servers, alert rules, Grafana, retraining."""
+
+    enabled: bool = False
+    mode: MonitoringMode = MonitoringMode.BUNDLED
+    namespace: str = Field(default="monitoring", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    """Where the monitoring stack runs; the serving NetworkPolicy admits scrapes from its pods."""
+    scrape_interval: Duration = "15s"
+    retention: Duration = "15d"
+    """Prometheus --storage.tsdb.retention.time."""
+    storage_size: str = Field(default="10Gi", pattern=_QUANTITY)
+    """Prometheus' PersistentVolumeClaim."""
+    thresholds: ThresholdSettings = ThresholdSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    operator_labels: Annotated[dict[str, str], AfterValidator(_label_map)] = Field(default_factory=dict)
+    """Operator mode: labels the operator's Prometheus selects PodMonitors and PrometheusRules by
+    (kube-prometheus-stack: {release: <helm release name>})."""
+
+    @field_validator("scrape_interval", "retention")
+    @classmethod
+    def _durations_positive(cls, value: str, info: ValidationInfo) -> str:
+        return _positive_duration(value, str(info.field_name))
 
 
 class StackSettings(BaseModel):
@@ -243,11 +435,15 @@ class StackSettings(BaseModel):
     artifacts: ArtifactSettings | None = None
     training_job: TrainingJobSettings = TrainingJobSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     # Secrets: SecretStr never prints; components receive them as secret Outputs.
     tracking_database_url: SecretStr | None = None
     container_registry_password: SecretStr | None = None
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
+    grafana_admin_password: SecretStr | None = None
+    retrain_github_token: SecretStr | None = None
+    retrain_webhook_token: SecretStr | None = None
 
     def missing_secrets(self) -> list[str]:
         """Secrets this stack needs but does not have, each with the command that sets it.
@@ -276,6 +472,35 @@ class StackSettings(BaseModel):
             problems.append(
                 "set both mlops:s3_access_key_id and mlops:s3_secret_access_key "
                 "(`pulumi config set --secret ...`), or neither"
+            )
+        return problems + self._missing_monitoring_secrets()
+
+    def _missing_monitoring_secrets(self) -> list[str]:
+        monitoring = self.monitoring
+        needed = []
+        if monitoring.enabled and monitoring.grafana.enabled and monitoring.mode is MonitoringMode.BUNDLED:
+            needed.append(("grafana_admin_password", "mlops:monitoring.grafana.enabled is true", "PASSWORD"))
+        if monitoring.enabled and monitoring.retrain.enabled:
+            needed.append(
+                ("retrain_github_token", "mlops:monitoring.retrain.enabled is true", "GITHUB_TOKEN")
+            )
+            needed.append(
+                (
+                    "retrain_webhook_token",
+                    "mlops:monitoring.retrain.enabled is true",
+                    "$(openssl rand -hex 32)",
+                )
+            )
+        problems = [
+            f"{why} but mlops:{key} is not set: run `pulumi config set --secret mlops:{key} {example}`"
+            for key, why, example in needed
+            if getattr(self, key) is None
+        ]
+        webhook = _revealed(self.retrain_webhook_token)
+        if monitoring.enabled and monitoring.retrain.enabled and webhook is not None and len(webhook) < 16:
+            problems.append(
+                "mlops:retrain_webhook_token is shorter than 16 characters: set a random one with "
+                '`pulumi config set --secret mlops:retrain_webhook_token "$(openssl rand -hex 32)"`'
             )
         return problems
 
@@ -340,7 +565,7 @@ class StackSettings(BaseModel):
     @field_validator("images")
     @classmethod
     def _digests_well_formed(cls, value: ImageSettings) -> ImageSettings:
-        for role in ("training", "serving", "mlflow", "registry"):
+        for role in ("training", "serving", "mlflow", "registry", "prometheus", "alertmanager", "grafana"):
             ref = getattr(value, role)
             if ref and "@" in ref and not _DIGEST.match(ref.split("@", 1)[1]):
                 raise ValueError(f"{role}: digest in {ref!r} is not sha256:<64 hex digits>")
@@ -386,12 +611,16 @@ OBJECT_KEYS = (
     "artifacts",
     "training_job",
     "serving",
+    "monitoring",
 )
 SECRET_KEYS = (
     "tracking_database_url",
     "container_registry_password",
     "s3_access_key_id",
     "s3_secret_access_key",
+    "grafana_admin_password",
+    "retrain_github_token",
+    "retrain_webhook_token",
 )
 
 

@@ -1,9 +1,10 @@
-"""Writing a stack's release pin into `Pulumi.<stack>.yaml` as a reviewer would by hand.
+"""Writing a stack's release pin, or its dataset, into `Pulumi.<stack>.yaml` as a reviewer would by hand.
 
 A round trip through ruamel.yaml keeps the file's comments, key order and quoting: only the
-values of `mlops:release` change, so the pull request that promotes a release is a diff of
-those lines. The new text is validated as stack config before it replaces the file, and the
-replacement is atomic (a temporary file renamed over it), so a failure leaves the file as it was.
+values of `mlops:release` (or the line of `mlops:training.dataset`) change, so the pull request
+that promotes a release (or retrains on newer data) is a diff of those lines. The new text is
+validated as stack config before it replaces the file, and the replacement is atomic (a
+temporary file renamed over it), so a failure leaves the file as it was.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from ruamel.yaml.comments import CommentedMap
 
 from infra.config import NAMESPACE, ConfigError, PinnedRelease, load_stack_file
 
-__all__ = ["RELEASE_KEY", "read_pin", "write_pin"]
+__all__ = ["RELEASE_KEY", "TRAINING_KEY", "read_pin", "write_dataset", "write_pin"]
 
 RELEASE_KEY = f"{NAMESPACE}:release"
+TRAINING_KEY = f"{NAMESPACE}:training"
 
 
 def _yaml() -> YAML:
@@ -57,6 +59,31 @@ def write_pin(stack_file: Path, pin: PinnedRelease) -> bool:
         current[key] = type(old)(value) if isinstance(old, str) and isinstance(value, str) else value
     buffer = io.StringIO()
     yaml.dump(document, buffer)
+    _replace_checked(stack_file, buffer.getvalue())
+    return True
+
+
+def write_dataset(stack_file: Path, uri: str) -> bool:
+    """Set the stack's `mlops:training.dataset` to `uri`, changing no other line; False if it already is."""
+    yaml = _yaml()
+    text = stack_file.read_text()
+    document = yaml.load(text)
+    config = document.get("config")
+    training = config.get(TRAINING_KEY) if isinstance(config, CommentedMap) else None
+    if not isinstance(training, CommentedMap) or "dataset" not in training:
+        raise ConfigError(f"{stack_file.name} has no {TRAINING_KEY}.dataset: only a training stack has one")
+    old = training["dataset"]
+    if str(old) == uri:
+        return False
+    training["dataset"] = type(old)(uri) if isinstance(old, str) else uri  # keeps its quoting
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    before, after = text.splitlines(), buffer.getvalue().splitlines()
+    if len(before) != len(after) or sum(a != b for a, b in zip(before, after, strict=True)) != 1:
+        raise ConfigError(
+            f"{stack_file.name}: writing {TRAINING_KEY}.dataset would reformat other lines; "
+            f"set it by hand to {uri}"
+        )
     _replace_checked(stack_file, buffer.getvalue())
     return True
 

@@ -40,9 +40,9 @@ __all__ = [
 ]
 
 MODEL_DIR = Path(__file__).resolve().parent
-# The server is versioned by the serving image, not by the release: changing how predictions
-# are served must not retrain the model.
-_NOT_TRAINING_CODE = ("server",)
+# The server and the retrain trigger are versioned by the serving image, not by the release:
+# changing how predictions are served or alerts handled must not retrain the model.
+_NOT_TRAINING_CODE = ("server", "retrain_trigger.py")
 TRAINING_LIBRARIES = ("numpy", "scipy", "scikit-learn", "skops", "onnx")
 """What fits the model (numpy, SciPy, scikit-learn) and serialises it (skops; onnx for the
 precompiled serving runtime): a new version of any of them is a new release."""
@@ -56,15 +56,19 @@ def spec_sha256(spec: TrainingSpec) -> str:
     return hashlib.sha256(canonical_spec(spec).encode()).hexdigest()
 
 
-def code_hash(root: Path = MODEL_DIR) -> str:
-    """SHA-256 over the training code's Python files: relative path and content, in path order."""
-    digest = hashlib.sha256()
-    files = sorted(
+def training_code_files(root: Path = MODEL_DIR) -> list[Path]:
+    """The Python files the release id hashes (and the training image copies), in path order."""
+    return sorted(
         p
         for p in root.rglob("*.py")
         if p.relative_to(root).parts[0] not in _NOT_TRAINING_CODE and "__pycache__" not in p.parts
     )
-    for path in files:
+
+
+def code_hash(root: Path = MODEL_DIR) -> str:
+    """SHA-256 over the training code's Python files: relative path and content, in path order."""
+    digest = hashlib.sha256()
+    for path in training_code_files(root):
         rel = path.relative_to(root).as_posix()
         digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest() + b"\n")
     return digest.hexdigest()

@@ -239,7 +239,31 @@ def container_security_context(
                 f"{label} needs {', '.join(missing)}; without them a compromised process can run as "
                 "root, write to its image or gain privileges (Pod Security Standard 'restricted')"
             )
+    host = _host_access(pod)
+    if host:
+        problems.append(
+            f"uses the node's {', '.join(host)}; a pod that shares the host's namespaces, files or "
+            "ports can read other pods' traffic and processes or escape to the node (Pod Security "
+            "Standard 'baseline'): drop them (a scraper reaches pods over the pod network)"
+        )
     return problems
+
+
+def _host_access(pod: Mapping[str, Any]) -> list[str]:
+    """What a pod takes from its node: host namespaces, hostPath volumes, host ports."""
+    found = [f"{field}: true" for field in ("hostNetwork", "hostPID", "hostIPC") if pod.get(field) is True]
+    found += [
+        f"hostPath volume '{_map(v).get('name')}'"
+        for v in _list(pod.get("volumes"))
+        if _map(v).get("hostPath")
+    ]
+    for label, c in _containers(pod):
+        found += [
+            f"hostPort {_map(port).get('hostPort')} ({label})"
+            for port in _list(c.get("ports"))
+            if _map(port).get("hostPort") not in (None, 0)
+        ]
+    return found
 
 
 def container_resources_and_probes(
@@ -482,7 +506,8 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     ResourceRule(
         "container-security-context",
         "Containers run as non-root with a read-only root filesystem, no privilege escalation, "
-        "all capabilities dropped and the RuntimeDefault seccomp profile.",
+        "all capabilities dropped and the RuntimeDefault seccomp profile, in pods without host "
+        "namespaces, hostPath volumes or host ports.",
         container_security_context,
     ),
     ResourceRule(

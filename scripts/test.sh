@@ -6,6 +6,9 @@ cd "$ROOT"
 # The real Pulumi engine for tests/engine: from PATH, Pulumi's installer, or built from the Go
 # module proxy (first build ~35 min with empty Go caches, ~2 min with warm ones, seconds after).
 "$ROOT/scripts/bootstrap-engine"
+# promtool, prometheus, alertmanager for tests/monitoring; its upstream builds also go into the
+# cluster's monitoring images (bootstrap-cluster re-checks them in seconds).
+"$ROOT/scripts/bootstrap-monitoring" >/dev/null
 "$ROOT/scripts/bootstrap-cluster"  # the local Kubernetes and images for tests/cluster (docs/cluster.md)
 "$ROOT/scripts/bootstrap-actionlint" >/dev/null  # actionlint for tests/ci (the workflows)
 # Static checks: seconds, and a lint or type error fails before minutes of tests.

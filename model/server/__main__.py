@@ -66,6 +66,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     _flag(parser, "batch-wait-ms", float, 0.2, "Longest wait to combine requests.")
     _flag(parser, "batch-combined-rows", int, 512, "Most rows per combined model call.")
     _flag(parser, "load-attempts", int, 5, "Attempts at fetching an s3:// release.")
+    _flag(parser, "drift-window-rows", int, 5000, "Recent rows the drift metrics cover; 0: off.")
     _flag(parser, "log-level", str, "info", "Log level.")
     parser.add_argument(
         "--access-log",
@@ -103,6 +104,7 @@ def app(args: Sequence[str] | None = None, prog_name: str | None = None) -> None
             batch_wait_ms=options.batch_wait_ms,
             batch_combined_rows=options.batch_combined_rows,
             load_attempts=options.load_attempts,
+            drift_window_rows=options.drift_window_rows,
             access_log=options.access_log,
             log_level=options.log_level,
         )

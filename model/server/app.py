@@ -22,6 +22,7 @@ import orjson
 from model.runtime import Prediction
 from model.server.batching import MicroBatcher
 from model.server.decode import V2_KINDS, Decoder, V2Request
+from model.server.drift_monitor import DriftMonitor, open_monitor
 from model.server.errors import RequestError, internal_error
 from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
@@ -88,6 +89,8 @@ class ServerApp:
         self._grpc_last_call = -1e9
         self.grpc: GrpcServer | None = None
         """The gRPC service once it listens (None when off or not started yet)."""
+        self.drift: DriftMonitor | None = None
+        """The drift window once the model loaded (None: off, or the release has no profile)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -134,6 +137,9 @@ class ServerApp:
             result = await asyncio.to_thread(release.runtime.predict, release.example)
             if len(result.values) != len(release.example):
                 raise RuntimeError("the self-test prediction returned the wrong number of rows")
+            drift = await asyncio.to_thread(
+                open_monitor, release.folder, release.schema.names, self.settings.drift_window_rows
+            )
             if grpc_start is not None:
                 await grpc_start
         except Exception as exc:
@@ -153,6 +159,9 @@ class ServerApp:
             (b"x-mlops-model-version", release.model_version.encode()),
         ]
         self._v2_models_prefix = f"/v2/models/{release.model_name}".encode()
+        if drift is not None:
+            self.drift = drift
+            self.metrics.watch_drift(drift.snapshot)
         seconds = time.monotonic() - self.started
         self.metrics.load_seconds.set(seconds)
         self.metrics.model_info.labels(
@@ -288,7 +297,10 @@ class ServerApp:
         if route in ("/v2/health/ready", "/ping", "/health"):
             return self._readiness()
         if route == "/metrics":
-            return 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8", None
+            # The drift figures are computed per scrape (7-15 ms for 5,000 rows of 30 features): off the loop.
+            render = self.metrics.render
+            body = render() if self.drift is None else await asyncio.to_thread(render)
+            return 200, body, b"text/plain; version=0.0.4; charset=utf-8", None
         if route == "/version":
             return 200, orjson.dumps(self._version()), _JSON, None
         if route == "/v2":
@@ -387,7 +399,12 @@ class ServerApp:
 
     async def predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:
         self.metrics.request_rows.observe(len(X))
-        return await batcher.predict(X)
+        result = await batcher.predict(X)
+        drift = self.drift
+        if drift is not None and drift.record(X, result.values):
+            # Folding the gathered rows into the window waits until this response is on its way.
+            asyncio.get_running_loop().call_soon(drift.fold)
+        return result
 
     async def _invocations(self, scope: Scope, receive: Receive) -> _Reply:
         release, decoder, batcher = self.loaded()

@@ -50,6 +50,8 @@ class LoadedRelease:
     runtime_reason: str
     example: np.ndarray
     """The model's serving_input_example.json, decoded: the readiness self-test's rows."""
+    folder: Path | None = None
+    """The local release folder (reference profile and records); None for a release built in memory."""
 
 
 @dataclass(frozen=True)
@@ -310,4 +312,5 @@ def load_release(
         runtime=choice.runtime,
         runtime_reason=choice.reason,
         example=example,
+        folder=folder,
     )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["ServerMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from model.server.drift_monitor import DriftSnapshot
+
+__all__ = ["DriftCollector", "ServerMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -102,5 +110,61 @@ class ServerMetrics:
             child = self._children[key] = self.encodings.labels(protocol, encoding)
         child.inc()  # type: ignore[attr-defined]
 
+    def watch_drift(self, snapshot: Callable[[], DriftSnapshot]) -> None:
+        """Export the drift window's figures, computed afresh on every scrape."""
+        self.registry.register(DriftCollector(snapshot))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class DriftCollector(Collector):
+    """The drift gauges, read from the window when scraped. Label values are the profile's own
+    feature names and class labels (or bin indices): a fixed set per release."""
+
+    def __init__(self, snapshot: Callable[[], DriftSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._snapshot()
+        psi, ks, rows, prediction_psi, shares = self._families()
+        rows.add_metric([], snap.rows)
+        for name, value in snap.psi.items():
+            psi.add_metric([name], value)
+        for name, value in snap.ks.items():
+            ks.add_metric([name], value)
+        if snap.prediction_psi is not None:
+            prediction_psi.add_metric([], snap.prediction_psi)
+        for label, share in snap.prediction_shares.items():
+            shares.add_metric([label], share)
+        return iter([psi, ks, rows, prediction_psi, shares])
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily(
+                "mlops_server_drift_psi",
+                "PSI of each feature over the drift window against the release's training profile.",
+                labels=["feature"],
+            ),
+            GaugeMetricFamily(
+                "mlops_server_drift_ks",
+                "Kolmogorov-Smirnov statistic of each feature over the drift window against the "
+                "training profile's quantiles (version 2 profiles only).",
+                labels=["feature"],
+            ),
+            GaugeMetricFamily("mlops_server_drift_window_rows", "Rows currently in the drift window."),
+            GaugeMetricFamily(
+                "mlops_server_prediction_drift_psi",
+                "PSI of the drift window's predictions against the training profile's predictions.",
+            ),
+            GaugeMetricFamily(
+                "mlops_server_prediction_share",
+                "Share of the drift window's predictions per class label (classification) or per "
+                "prediction bin index (regression).",
+                labels=["bin"],
+            ),
+        )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ServerSettings"]
+__all__ = ["MAX_DRIFT_WINDOW_ROWS", "ServerSettings"]
+
+MAX_DRIFT_WINDOW_ROWS = 1_000_000
+"""The drift window holds rows x (features + 1) float64 values: 5,000 rows of 30 features is 1.2 MB."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class ServerSettings:
     """Most rows one model call combines from concurrent requests."""
     load_attempts: int = 5
     """Attempts at fetching an s3:// release when errors are transient (backoff doubles from 0.5 s)."""
+    drift_window_rows: int = 5000
+    """Recent rows the drift metrics are computed over (0: drift monitoring off)."""
     access_log: bool = False
     log_level: str = "info"
 
@@ -45,12 +50,13 @@ class ServerSettings:
             "batch_wait_ms": 0 <= self.batch_wait_ms <= 1000,
             "batch_combined_rows": self.batch_combined_rows > 0,
             "load_attempts": self.load_attempts > 0,
+            "drift_window_rows": 0 <= self.drift_window_rows <= MAX_DRIFT_WINDOW_ROWS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"invalid server setting {bad[0]}={getattr(self, bad[0])!r} (ports 0-65535, sizes > 0, "
-                "drain >= 0, batch wait 0-1000 ms)"
+                "drain >= 0, batch wait 0-1000 ms, drift window 0-1000000 rows)"
             )
         if not self.model_uri:
             raise ValueError("model_uri is required: pass --model-uri or set MLOPS_MODEL_URI")

@@ -9,6 +9,7 @@ environment variables) on a clone of the repository, and their output is checked
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -93,9 +94,9 @@ def all_steps() -> Iterator[tuple[str, str, dict[str, Any]]]:
                 yield path.name, job_id, step
 
 
-def test_the_four_workflows_exist() -> None:
+def test_the_workflows_exist() -> None:
     names = {p.name for p in workflow_files()}
-    assert names == {"pull-request.yml", "deploy-dev.yml", "promote.yml", "deploy-prod.yml"}
+    assert names == {"pull-request.yml", "deploy-dev.yml", "promote.yml", "deploy-prod.yml", "retrain.yml"}
 
 
 # ------------------------------------------------------------------ validators --
@@ -277,18 +278,20 @@ def test_permissions_are_declared_and_least_privilege(path: Path) -> None:
             assert perms.get(scope) == "write", f"{where}: {scope}: write is needed by a step"
 
 
-def test_only_the_pull_request_job_of_the_promotion_may_push() -> None:
+def test_only_the_pull_request_jobs_of_promotion_and_retraining_may_push() -> None:
     writers = {
         (path.name, job_id)
         for path in workflow_files()
         for job_id, job in jobs(load(path)).items()
         if (job.get("permissions") or {}).get("contents") == "write"
     }
-    assert writers == {("promote.yml", "pull-request")}
-    # ... and that job holds no cloud credentials.
-    job = jobs(load(WORKFLOWS / "promote.yml"))["pull-request"]
-    assert OIDC_ACTION not in job_actions(job)
-    assert "id-token" not in job["permissions"]
+    assert writers == {("promote.yml", "pull-request"), ("retrain.yml", "pull-request")}
+    # ... and those jobs hold no cloud credentials.
+    for workflow, job_id in writers:
+        job = jobs(load(WORKFLOWS / workflow))[job_id]
+        assert OIDC_ACTION not in job_actions(job)
+        assert "id-token" not in job["permissions"]
+        assert "environment" not in job  # no environment's secrets either
 
 
 # ---------------------------------------------------------- untrusted text & run --
@@ -848,4 +851,176 @@ def test_ci_scripts_are_shell_only_entry_points() -> None:
         "diff-comment.sh",
         "promote.sh",
         "apply-promotion.sh",
+        "retrain-bump.sh",
+        "apply-retrain.sh",
     }
+
+
+# ------------------------------------------------------------------- retraining --
+
+RETRAIN_PAYLOAD = {
+    "model_name": "breast-cancer",
+    "release_id": "0123456789ab",
+    "namespace": "mlops-dev",
+    "stack": "dev",
+    "fingerprint": "4f1c2a9e0b7d3c55",
+    "starts_at": "2025-06-01T10:00:00Z",
+    "features": ["mean radius"],
+    "summary": "PSI 0.31 on mean radius",
+}
+
+
+def test_retrain_workflow() -> None:
+    workflow = load(WORKFLOWS / "retrain.yml")
+    assert triggers(workflow) == {"repository_dispatch": {"types": ["mlops-retrain"]}}
+    assert workflow["concurrency"]["cancel-in-progress"] is False
+    bump = jobs(workflow)["bump"]
+    assert bump["permissions"] == {"contents": "read", "id-token": "write"}
+    step = step_running(bump, "retrain-bump.sh")
+    assert step["env"]["STACK"] == "dev" and step["id"] == "bump"
+    assert set(bump["outputs"]) == {"changed", "dataset", "title", "branch"}
+    pr = jobs(workflow)["pull-request"]
+    assert pr["needs"] == "bump" and "needs.bump.outputs.changed == 'true'" in pr["if"]
+    assert pr["permissions"] == {"contents": "write", "pull-requests": "write"}
+    apply = step_running(pr, "apply-retrain.sh")
+    assert apply["env"]["DATASET"] == "${{ needs.bump.outputs.dataset }}"
+    (create,) = step_using(pr, PR_ACTION)
+    assert create["with"]["add-paths"] == "Pulumi.dev.yaml"
+    assert create["with"]["branch"] == "${{ needs.bump.outputs.branch }}"
+    assert create["with"]["body-path"].endswith("/retrain/pr-body.md")
+
+
+def retrain_event(tmp_path: Path) -> Path:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps({"action": "mlops-retrain", "client_payload": RETRAIN_PAYLOAD}))
+    return path
+
+
+def enable_retrain(checkout: Path, prefix: str) -> None:
+    """Retraining on for dev, with dataset versions under `prefix`, committed (a clean checkout)."""
+    from ruamel.yaml import YAML
+
+    ruamel = YAML()
+    ruamel.preserve_quotes = True
+    ruamel.width = 4096
+    path = checkout / "Pulumi.dev.yaml"
+    document = ruamel.load(path.read_text())
+    monitoring = document["config"].setdefault("mlops:monitoring", {})
+    monitoring["retrain"] = {"enabled": True, "repository": "acme/mlops", "dataset_prefix": prefix}
+    with path.open("w") as f:
+        ruamel.dump(document, f)
+    git(checkout, "commit", "--quiet", "-am", "dev: retrain on drift")
+
+
+def dataset_versions(folder: Path) -> Path:
+    from sklearn.datasets import load_breast_cancer
+
+    folder.mkdir(parents=True)
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.head(300).to_csv(folder / "2025-06-01.csv", index=False)
+    frame.to_csv(folder / "2025-06-02.csv", index=False)
+    return folder
+
+
+@pytest.mark.slow
+def test_retrain_bump_script_hands_the_new_dataset_to_the_pull_request_job(
+    tmp_path: Path, checkout: Path
+) -> None:
+    """As retrain.yml runs it, with the real `mlops retrain-bump` and dataset versions in a folder."""
+    folder = dataset_versions(tmp_path / "datasets")
+    enable_retrain(checkout, f"{folder}/")
+    out_dir = tmp_path / "runner" / "retrain"
+    env = ci_env(tmp_path, STACK="dev", OUT_DIR=str(out_dir), GITHUB_EVENT_PATH=str(retrain_event(tmp_path)))
+    proc = run_script("retrain-bump.sh", checkout, env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    newest = f"{folder}/2025-06-02.csv"
+    assert outputs(env) == {
+        "changed": "true",
+        "dataset": newest,
+        "model_name": "breast-cancer",
+        "branch": "retrain/dev/breast-cancer",
+        "title": "Retrain breast-cancer on 2025-06-02.csv (dev, drift in release 0123456789ab)",
+    }
+    body = (out_dir / "pr-body.md").read_text()
+    assert "`4f1c2a9e0b7d3c55`" in body and "`mean radius`" in body and "569 rows" in body
+    assert f"+    dataset: {newest}" in body
+    assert (out_dir / "Pulumi.dev.yaml").read_text() == (checkout / "Pulumi.dev.yaml").read_text()
+
+    # The pull-request job: a fresh checkout takes the handed-over file; one line changes.
+    fresh = tmp_path / "fresh"
+    subprocess.run(["git", "clone", "--quiet", str(checkout), str(fresh)], check=True, timeout=120)
+    apply_env = ci_env(tmp_path / "apply", RETRAIN_DIR=str(out_dir), DATASET=newest, STACK="dev")
+    proc = run_script("apply-retrain.sh", fresh, apply_env)
+    assert proc.returncode == 0, proc.stderr
+    changed = [line for line in git(fresh, "diff", "--unified=0").splitlines() if line[:1] in "+-"]
+    assert changed == [
+        "--- a/Pulumi.dev.yaml",
+        "+++ b/Pulumi.dev.yaml",
+        "-    dataset: sklearn:breast_cancer",
+        f"+    dataset: {newest}",
+    ]
+
+    # Merged, the same alert again: nothing newer, no pull request.
+    git(checkout, "commit", "--quiet", "-am", "retrain")
+    again = ci_env(
+        tmp_path / "again", OUT_DIR=str(tmp_path / "again-out"), GITHUB_EVENT_PATH=env["GITHUB_EVENT_PATH"]
+    )
+    proc = run_script("retrain-bump.sh", checkout, again, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing newer" in proc.stderr
+    assert outputs(again) == {"changed": "false"}
+    assert not (tmp_path / "again-out" / "pr-body.md").exists()
+    assert not git(checkout, "status", "--porcelain")
+
+
+def test_retrain_bump_script_passes_on_a_failure_and_refuses_bad_input(
+    tmp_path: Path, checkout: Path
+) -> None:
+    mlops = fake_mlops(
+        tmp_path, 'print("the newest dataset cannot be trained on", file=sys.stderr)\nsys.exit(2)\n'
+    )
+    event_path = str(retrain_event(tmp_path))
+    base = ci_env(tmp_path, MLOPS=str(mlops), OUT_DIR=str(tmp_path / "out"), GITHUB_EVENT_PATH=event_path)
+    proc = run_script("retrain-bump.sh", checkout, base)
+    assert proc.returncode == 2 and "cannot be trained on" in proc.stderr
+    assert "mlops retrain-bump failed (exit 2)" in proc.stderr
+    assert outputs(base) == {}
+    cases = [
+        ({"OUT_DIR": ""}, "OUT_DIR is not set"),
+        ({"GITHUB_EVENT_PATH": ""}, "GITHUB_EVENT_PATH is not set"),
+        ({"GITHUB_EVENT_PATH": str(tmp_path / "nope.json")}, "does not exist"),
+        ({"STACK": "dev;id"}, "not a stack name"),
+        ({"STACK": "qa"}, "no stack file Pulumi.qa.yaml"),
+    ]
+    for extra, message in cases:
+        proc = run_script("retrain-bump.sh", checkout, {**base, **extra})
+        assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr)
+    assert not git(checkout, "status", "--porcelain")
+
+
+def test_apply_retrain_refuses_a_file_that_changes_more_than_the_dataset(
+    tmp_path: Path, checkout: Path
+) -> None:
+    handed = tmp_path / "retrain"
+    handed.mkdir()
+    (handed / "pr-body.md").write_text("body")
+    text = (checkout / "Pulumi.dev.yaml").read_text()
+    bumped = text.replace("dataset: sklearn:breast_cancer", "dataset: s3://data/cancer/v2.csv", 1)
+    assert bumped != text
+    trees = load(checkout / "Pulumi.dev.yaml")["config"]["mlops:training"]["params"]["n_estimators"]
+    cases = {
+        "mlops:training.params differs": bumped.replace(
+            f"n_estimators: {trees}", f"n_estimators: {trees + 1}"
+        ),
+        "config key mlops:extra differs": bumped.replace("\nconfig:\n", "\nconfig:\n  mlops:extra: 1\n", 1),
+        "expected 's3://data/cancer/v2.csv'": text,
+    }
+    for message, content in cases.items():
+        (handed / "Pulumi.dev.yaml").write_text(content)
+        env = ci_env(tmp_path, RETRAIN_DIR=str(handed), DATASET="s3://data/cancer/v2.csv")
+        proc = run_script("apply-retrain.sh", checkout, env)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert (checkout / "Pulumi.dev.yaml").read_text() == text  # untouched
+    (handed / "Pulumi.dev.yaml").write_text(bumped)
+    proc = run_script("apply-retrain.sh", checkout, ci_env(tmp_path, RETRAIN_DIR=str(handed)))
+    assert proc.returncode == 2 and "DATASET is not set" in proc.stderr

@@ -199,7 +199,11 @@ def _exit_codes(pods: list[dict[str, Any]]) -> list[int]:
 @pytest.fixture(scope="module")
 def stacks(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
     root = tmp_path_factory.mktemp("cluster-stacks")
-    for namespace in ("mlops-dev", "mlops-prod"):  # left by an interrupted run on a kept cluster
+    for namespace in (
+        "mlops-dev",
+        "mlops-prod",
+        "monitoring",
+    ):  # left by an interrupted run on a kept cluster
         cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=180s", timeout=200)
     # The artifact store on the host's bridge address: the one host address pods may reach.
     s3 = start_seaweedfs(root / "seaweedfs", host=str(cluster.bridge_ip))
@@ -217,6 +221,14 @@ def stacks(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             },
             "mlops:training_job": {"timeout_minutes": 15, "active_deadline_seconds": 900},
             "mlops:serving": {"replicas": 1, "max_replicas": 2, "drain_seconds": 3},
+            # Prometheus and Alertmanager from this machine's images (no Grafana image here),
+            # quick enough for a test: 5 s scrapes and evaluations, drift fires once it holds.
+            "mlops:monitoring": {
+                **config["mlops:monitoring"],
+                "scrape_interval": "5s",
+                "grafana": {"enabled": False},
+                "thresholds": {"drift_for": "0s", "drift_min_window_rows": 200},
+            },
         }
     )
     config["mlops:training"] = {
@@ -268,6 +280,57 @@ def test_up_trains_in_a_job_registers_rolls_out_and_serves(stacks: Stacks, tmp_p
     served, headers = _predict(stacks.service_url("mlops-dev"), rows)
     assert headers["x-mlops-release-id"] == rid
     assert served == _in_process(stacks.s3, out["model_uri"], rows, tmp_path)
+
+
+def _monitoring_api(cluster: Cluster, service: str, path: str) -> Any:
+    spec = cluster.get_json("-n", "monitoring", "service", service)["spec"]
+    response = httpx.get(f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}{path}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _eventually(what: str, check: Any, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while (found := check()) is None or found == [] or found is False:
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(2)
+    return found
+
+
+def test_prometheus_scrapes_the_server_and_drift_reaches_alertmanager(stacks: Stacks) -> None:
+    cluster, rid = stacks.cluster, stacks.releases[-1]
+    # Pod discovery in mlops-dev (its Role), the serving NetworkPolicy admitting the scraper.
+    targets = _eventually(
+        "a healthy scrape of the serving pod",
+        lambda: [
+            t
+            for t in _monitoring_api(cluster, "prometheus", "/api/v1/targets")["data"]["activeTargets"]
+            if t["health"] == "up" and t["labels"].get("namespace") == "mlops-dev"
+        ],
+    )
+    assert {t["labels"]["track"] for t in targets} == {"stable"}, targets
+    info = _monitoring_api(cluster, "prometheus", "/api/v1/query?query=mlops_server_model_info")
+    assert {r["metric"]["release_id"] for r in info["data"]["result"]} == {rid}, info
+    # Shifted traffic through the Service: the drift alert reaches Alertmanager, for this release.
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    shifted = frame.copy()
+    shifted[shifted.columns[:3]] *= 3
+    body = {"dataframe_split": {"columns": _columns(), "data": shifted.to_numpy().tolist()}}
+    assert (
+        httpx.post(f"{stacks.service_url('mlops-dev')}/invocations", json=body, timeout=30).status_code == 200
+    )
+    alerts = _eventually(
+        "the drift alert in Alertmanager",
+        lambda: [
+            a
+            for a in _monitoring_api(cluster, "alertmanager", "/api/v2/alerts")
+            if a["labels"]["alertname"] == "MLOpsModelDrift"
+        ],
+    )
+    assert {a["labels"]["release_id"] for a in alerts} == {rid}, alerts
+    assert {a["labels"]["feature"] for a in alerts} <= set(shifted.columns[:3]), alerts
+    rules = _monitoring_api(cluster, "prometheus", "/api/v1/rules")["data"]["groups"]
+    assert all(r["health"] == "ok" for g in rules for r in g["rules"]), rules
 
 
 def test_an_alias_moved_by_hand_shows_in_preview_refresh(stacks: Stacks) -> None:
@@ -425,6 +488,7 @@ def test_prod_serves_the_release_dev_proved(stacks: Stacks, prod_mlflow: MlflowS
             "mlops:tracking": {"server_url": prod_mlflow.tracking_uri},
             # Prod's footprint, scaled to one small node: the replicas, spread and budget stay.
             "mlops:serving": {**prod["mlops:serving"], "cpu_request": "100m", "memory_request": "256Mi"},
+            "mlops:monitoring": {**prod["mlops:monitoring"], "enabled": False},
         }
     )
     engine.write_stack_config("prod", prod)
@@ -483,7 +547,8 @@ def test_a_failing_gate_fails_up_and_leaves_serving_alone(stacks: Stacks) -> Non
 def test_destroy_leaves_nothing_in_the_namespace(stacks: Stacks) -> None:
     cluster = stacks.cluster
     stacks.engine.pulumi("destroy", "--yes", "--skip-preview", stack="dev", timeout=UP_TIMEOUT).check()
-    assert cluster.kubectl("get", "namespace", "mlops-dev", check=False).returncode != 0
+    for namespace in ("mlops-dev", "monitoring"):
+        assert cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0, namespace
     left = cluster.kubectl("get", "all,configmaps,secrets,pvc", "-n", "mlops-dev", "-o", "name", check=False)
     assert left.stdout.strip() == "", left.stdout
     buckets = {b["Name"] for b in stacks.s3.client().list_buckets()["Buckets"]}

@@ -32,6 +32,7 @@ def test_dev_stack_tree(dev_render: RenderResult) -> None:
         ("mlops:index:TrainingJob", "training"),
         ("mlops:index:ModelServing", "serving"),
         ("pulumi-python:dynamic:Resource", "champion"),
+        ("mlops:index:MonitoringStack", "monitoring"),
     }
     # Every other resource is a child of a component, named after it.
     for type_, name, parent in _tree(dev_render):
@@ -122,7 +123,13 @@ def test_every_object_carries_the_policy_labels(
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "mlops", obj["metadata"]
         assert labels["mlops.dev/stack"] == stack
-        assert labels["app.kubernetes.io/component"] in {"serving", "training", "registry", "image-registry"}
+        assert labels["app.kubernetes.io/component"] in {
+            "serving",
+            "training",
+            "registry",
+            "image-registry",
+            "monitoring",
+        }
         assert labels["app.kubernetes.io/name"]
 
 

@@ -41,6 +41,8 @@ PROD_SECRETS = {
     "mlops:container_registry_password": "ghp_RegistryToken7c3e",
     "mlops:s3_access_key_id": "AKIAENGINETEST0001",
     "mlops:s3_secret_access_key": "EngineTestSecretKey/9xQ2wZ7vB4",
+    # Both stack files run bundled monitoring with Grafana.
+    "mlops:grafana_admin_password": "Grafana-Admin-Pass-5e2a",
 }
 IGNORE = shutil.ignore_patterns(
     ".venv",

@@ -22,6 +22,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from model.lineage import training_code_files
 from model.spec import RegistrySettings
 from tests.server.conftest import REPO, Release, copy_release
 
@@ -103,8 +104,24 @@ def test_the_training_image_leaves_the_server_out() -> None:
     dockerfile = (REPO / "images" / "Dockerfile.train").read_text()
     copied = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     assert copied == ["images/requirements/training.txt", "model/"]
-    ignore = (REPO / "images" / "Dockerfile.train.dockerignore").read_text().splitlines()
-    assert "model/server/" in ignore and "!model/" in ignore
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "scripts/cluster.d/context_key.py",
+            ".",
+            "images/Dockerfile.train",
+            "images/Dockerfile.train.dockerignore",
+            "--list",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    in_image = {f for f in listed if f.startswith("model/")}
+    hashed = {p.relative_to(REPO).as_posix() for p in training_code_files()}
+    assert in_image == hashed, (sorted(in_image - hashed), sorted(hashed - in_image))
+    assert "model/server/app.py" not in in_image and "model/retrain_trigger.py" not in in_image
 
 
 def _loaded_by(code: str, *args: str, tmp_path: Path) -> set[str]:
