@@ -24,28 +24,8 @@ new="$PROMOTION_DIR/$stack_file"
 [ -f "$PROMOTION_DIR/pr-body.md" ] || fail 2 "$PROMOTION_DIR/pr-body.md not found"
 [ -f "$stack_file" ] || fail 2 "no stack file $stack_file in $REPO"
 
-python3 - "$stack_file" "$new" "$RELEASE_ID" <<'PY' || fail 1 "$new is not a promotion of $stack_file (see above); nothing applied"
-import sys
-import yaml
-
-old_path, new_path, release_id = sys.argv[1:4]
-with open(old_path, encoding="utf-8") as f:
-    old = yaml.safe_load(f) or {}
-with open(new_path, encoding="utf-8") as f:
-    new = yaml.safe_load(f) or {}
-problems = []
-if set(old) != set(new) or any(old[k] != new[k] for k in old if k != "config"):
-    problems.append("top-level keys other than config differ")
-old_config, new_config = old.get("config") or {}, new.get("config") or {}
-for key in sorted(set(old_config) | set(new_config)):
-    if key != "mlops:release" and old_config.get(key) != new_config.get(key):
-        problems.append(f"config key {key} differs")
-pin = new_config.get("mlops:release") or {}
-if pin.get("release_id") != release_id:
-    problems.append(f"mlops:release.release_id is {pin.get('release_id')!r}, expected {release_id!r}")
-for problem in problems:
-    print(f"[ci/apply-promotion] {new_path}: {problem}", file=sys.stderr)
-sys.exit(1 if problems else 0)
-PY
+python3 "$(dirname "${BASH_SOURCE[0]}")/stack_change.py" --name ci/apply-promotion "$stack_file" "$new" \
+  --only mlops:release --expect "mlops:release.release_id=$RELEASE_ID" \
+  || fail 1 "$new is not a promotion of $stack_file (see above); nothing applied"
 cp "$new" "$stack_file"
 say "$stack_file now pins release $RELEASE_ID ($(git diff --numstat -- "$stack_file" | awk '{print $1 " lines in, " $2 " out"}'))"

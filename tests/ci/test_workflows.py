@@ -841,7 +841,8 @@ def test_promote_script_passes_on_the_failure_of_mlops_promote(tmp_path: Path, c
 
 
 def test_ci_scripts_are_shell_only_entry_points() -> None:
-    """Nothing under scripts/ci but the scripts and their sourced helper."""
+    """Nothing under scripts/ci but the scripts and their helpers (common.sh sourced,
+    stack_change.py run by the apply scripts)."""
     names = {p.name for p in CI_SCRIPTS.iterdir()}
     assert names == {
         "common.sh",
@@ -853,6 +854,7 @@ def test_ci_scripts_are_shell_only_entry_points() -> None:
         "apply-promotion.sh",
         "retrain-bump.sh",
         "apply-retrain.sh",
+        "stack_change.py",
     }
 
 
