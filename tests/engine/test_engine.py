@@ -180,7 +180,11 @@ def test_a_new_commit_does_not_touch_the_training_job(engine: Engine) -> None:
     """The commit is lineage (kept in the release's config map), not part of the Job."""
 
     def lineage() -> str:
-        (config_map,) = [o for o in engine.manifests("dev") if o["kind"] == "ConfigMap"]
+        (config_map,) = [
+            o
+            for o in engine.manifests("dev")
+            if o["kind"] == "ConfigMap" and "git_commit" in o.get("data", {})
+        ]
         return str(config_map["data"]["git_commit"])
 
     first = lineage()

@@ -26,7 +26,8 @@ def _steps(preview: dict[str, object]) -> dict[str, str]:
 
 
 def test_dev_preview_shows_the_monitoring_stack(engine: Engine) -> None:
-    steps = _steps(engine.preview_json("dev"))
+    # --show-sames: earlier tests may have run `up` already, making every step a "same".
+    steps = _steps(engine.preview_json("dev", "--show-sames"))
     assert f"{COMPONENT}::monitoring" in steps
     expected = {
         "kubernetes:core/v1:Namespace::monitoring-namespace",
