@@ -22,23 +22,26 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
-from model.drift import Grid, ReferenceProfile, build_profile, score
+from model.drift import ReferenceProfile, Scorer, build_profile, score
 
 TRAIN_ROWS = 20_000
 WINDOW_ROWS = 5000
+T = TypeVar("T")
 
 
-def _median_seconds(work: Callable[[], object], runs: int) -> float:
+def _median_seconds(work: Callable[[], T], runs: int) -> tuple[float, T]:
+    """The median time of `runs` calls of `work`, and what the last call returned."""
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        work()
+        result = work()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def _data(rows: int, features: int) -> tuple[ReferenceProfile, np.ndarray, np.ndarray]:
@@ -64,7 +67,7 @@ def _scrape_seconds(
     monitor = DriftMonitor(profile, profile.feature_names, WINDOW_ROWS)
     monitor.record(current[:WINDOW_ROWS], predictions[:WINDOW_ROWS])
     monitor.fold()
-    return _median_seconds(monitor.snapshot, max(runs, 5))
+    return _median_seconds(monitor.snapshot, max(runs, 5))[0]
 
 
 def main() -> None:
@@ -75,21 +78,21 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     profile, current, predictions = _data(args.rows, args.features)
     columns = [np.ascontiguousarray(current[:, j]) for j in range(args.features)]
     edges = [np.asarray(f.edges) for f in profile.features]
-    grids = [Grid.of(f) for f in profile.features]
+    points = [g.points for g in Scorer.of(profile).grids]
     score(profile, current[:1000], predictions[:1000])  # warm-up
+    bare_edges, _ = _median_seconds(lambda: _bare(columns, edges), args.runs)
+    bare_points, _ = _median_seconds(lambda: _bare(columns, points), args.runs)
+    scored, report = _median_seconds(lambda: score(profile, current, predictions), args.runs)
     figures = {
-        "bare searchsorted+bincount, PSI edges": _median_seconds(lambda: _bare(columns, edges), args.runs),
-        "bare searchsorted+bincount, KS points": _median_seconds(
-            lambda: _bare(columns, [g.points for g in grids]), args.runs
-        ),
-        "model.drift.score (PSI+KS+predictions)": _median_seconds(
-            lambda: score(profile, current, predictions), args.runs
-        ),
+        "bare searchsorted+bincount, PSI edges": bare_edges,
+        "bare searchsorted+bincount, KS points": bare_points,
+        "model.drift.score (PSI+KS+predictions)": scored,
     }
-    report = score(profile, current, predictions)
     lower = figures["bare searchsorted+bincount, PSI edges"]
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, load {os.getloadavg()[0]:.1f}"

@@ -4,7 +4,7 @@
 
 Trains serve_vs_mlflow's two reference releases (logistic regression on 20 features, random
 forest on breast cancer's 30), starts two servers per model side by side, one with the
-default drift window (5,000 rows) and one with `MLOPS_DRIFT_WINDOW_ROWS=0`, and drives them
+default drift window (5,000 rows) and one with `--drift-window-rows 0`, and drives them
 with serve_vs_mlflow's wrk runner in alternating runs (off, on, then on, off, ...) so that
 both see the same machine load: single-row requests at concurrency 1, 8 and 32, and batches of 100 rows
 at concurrency 4. Per run it also reads the server process's CPU time (/proc/<pid>/stat), so
@@ -36,15 +36,14 @@ import httpx
 
 from benchmarks.serve_models import train_bench_models
 from benchmarks.serve_vs_mlflow import (
-    Launcher,
     WrkResult,
-    _body,
-    _first_answer,
-    _free_port,
     _median,
     _stop,
+    example_rows,
     launch_ours,
     run_wrk,
+    start_answering,
+    write_bodies,
 )
 
 CONCURRENCY = (1, 8, 32)
@@ -53,33 +52,8 @@ BATCH_CONCURRENCY = 4
 IN_PROCESS_REQUESTS = 2000
 
 
-def _with_window(release: Path, window_rows: int) -> Launcher:
-    start = launch_ours(release)
-
-    def launch(port: int, log: Path) -> subprocess.Popen[bytes]:
-        # launch_ours passes this process's environment on: the flags' variables reach the server.
-        # gRPC is off: two servers side by side would both want its default port.
-        os.environ["MLOPS_DRIFT_WINDOW_ROWS"] = str(window_rows)
-        os.environ["MLOPS_GRPC_PORT"] = "0"
-        return start(port, log)
-
-    return launch
-
-
-def _start(launcher: Launcher, body: bytes, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    started = time.monotonic()
-    proc = launcher(port, log)
-    try:
-        _first_answer(f"http://127.0.0.1:{port}/invocations", body, proc, started, 300)
-    except BaseException:
-        _stop(proc)
-        raise
-    return proc, f"http://127.0.0.1:{port}/invocations"
-
-
 def _window_rows(url: str) -> float:
-    metrics = httpx.get(url.replace("/invocations", "/metrics"), timeout=10).text
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
     for line in metrics.splitlines():
         if line.startswith("mlops_server_drift_window_rows "):
             return float(line.split()[1])
@@ -100,7 +74,7 @@ class Run:
 def _run(server: tuple[subprocess.Popen[bytes], str], body: Path, connections: int, seconds: int) -> Run:
     proc, url = server
     before = _cpu_seconds(proc.pid)
-    result = run_wrk(url, body, connections, seconds)
+    result = run_wrk(f"{url}/invocations", body, connections, seconds)
     used = _cpu_seconds(proc.pid) - before
     return Run(result, used / max(result.rps * seconds, 1.0) * 1e6)
 
@@ -180,12 +154,9 @@ def in_process(release: Path, bodies: dict[str, bytes], rounds: int = 12) -> dic
 
 
 def measure(release: Path, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    meta = json.loads((release / "release.json").read_text())
-    example = json.loads((release / "model" / "serving_input_example.json").read_text())["dataframe_split"]
-    columns, rows = meta["feature_names"], example["data"]
-    single, batch = scratch / f"{meta['model_name']}-1.json", scratch / f"{meta['model_name']}-b.json"
-    single.write_bytes(_body(columns, rows[:1]))
-    batch.write_bytes(_body(columns, [rows[i % len(rows)] for i in range(BATCH_ROWS)]))
+    meta, columns, rows = example_rows(release)
+    bodies = write_bodies(scratch, meta["model_name"], columns, rows, (1, BATCH_ROWS))
+    single, batch = bodies[1], bodies[BATCH_ROWS]
     loads: dict[str, tuple[Path, int]] = {f"single c={c}": (single, c) for c in CONCURRENCY}
     loads[f"batch {BATCH_ROWS} c={BATCH_CONCURRENCY}"] = (batch, BATCH_CONCURRENCY)
     figures: dict[str, dict[str, dict[str, float]]] = {}
@@ -193,9 +164,12 @@ def measure(release: Path, scratch: Path, args: argparse.Namespace) -> dict[str,
     try:
         for mode, window_rows in (("off", 0), ("on", 5000)):
             log = scratch / f"{meta['model_name']}-{mode}.log"
-            servers[mode] = _start(_with_window(release, window_rows), single.read_bytes(), log)
-        for server in servers.values():
-            run_wrk(server[1], single, 8, 2)  # warm-up
+            # gRPC off: two servers side by side would both want its default port.
+            launcher = launch_ours(release, "--drift-window-rows", str(window_rows), "--grpc-port", "0")
+            proc, url, _ = start_answering(launcher, single.read_bytes(), log)
+            servers[mode] = (proc, url)
+        for _, url in servers.values():
+            run_wrk(f"{url}/invocations", single, 8, 2)  # warm-up
         for name, (body, connections) in loads.items():
             runs: dict[str, list[Run]] = {"off": [], "on": []}
             for i in range(args.runs):

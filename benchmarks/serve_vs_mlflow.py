@@ -86,6 +86,24 @@ def _body(columns: list[str], rows: list[list[float]]) -> bytes:
     return json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
 
 
+def example_rows(release: Path) -> tuple[dict[str, Any], list[str], list[list[float]]]:
+    """The release's release.json, and the columns and rows of its model's serving input example."""
+    meta = json.loads((release / "release.json").read_text())
+    example = json.loads((release / "model" / "serving_input_example.json").read_text())["dataframe_split"]
+    return meta, list(meta["feature_names"]), example["data"]
+
+
+def write_bodies(
+    scratch: Path, name: str, columns: list[str], rows: list[list[float]], sizes: tuple[int, ...]
+) -> dict[int, Path]:
+    """Per size, a JSON request of that many rows (`rows` repeated) in scratch/<name>-<size>.json."""
+    paths = {}
+    for size in sizes:
+        paths[size] = scratch / f"{name}-{size}.json"
+        paths[size].write_bytes(_body(columns, [rows[i % len(rows)] for i in range(size)]))
+    return paths
+
+
 def _parse_duration(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
@@ -155,12 +173,14 @@ def _median(results: list[WrkResult]) -> WrkResult:
 Launcher = Callable[[int, Path], subprocess.Popen[bytes]]
 
 
-def launch_ours(release: Path) -> Launcher:
+def launch_ours(release: Path, *flags: str) -> Launcher:
+    """Our server on `release`, with `flags` (e.g. "--grpc-port", "0") after the model and address."""
+
     def start(port: int, log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "model.server", "--model-uri", str(release)]  # noqa: RUF005
-                + ["--host", "127.0.0.1", "--port", str(port)],
+                + ["--host", "127.0.0.1", "--port", str(port), *flags],
                 cwd=REPO,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -220,6 +240,20 @@ def _first_answer(
     raise RuntimeError(f"no answer within {limit}s")
 
 
+def start_answering(launcher: Launcher, body: bytes, log: Path) -> tuple[subprocess.Popen[bytes], str, float]:
+    """Start a server on a free port: the process, its base URL and the seconds until it answered
+    `body` on /invocations. A server that exits or stays silent for 300 s is stopped, the error raised."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    proc = launcher(port, log)
+    try:
+        return proc, url, _first_answer(f"{url}/invocations", body, proc, started, 300)
+    except BaseException:
+        _stop(proc)
+        raise
+
+
 def measure(
     name: str,
     launcher: Launcher,
@@ -229,28 +263,20 @@ def measure(
     args: argparse.Namespace,
 ) -> ServerFigures:
     figures = ServerFigures()
-    single = scratch / f"{name}-1.json"
-    single.write_bytes(_body(columns, rows[:1]))
-    bodies = {}
-    for size in BATCHES:
-        bodies[size] = scratch / f"{name}-{size}.json"
-        bodies[size].write_bytes(_body(columns, [rows[i % len(rows)] for i in range(size)]))
+    bodies = write_bodies(scratch, name, columns, rows, (1, *BATCHES))
+    single = bodies[1]
     log = scratch / f"{name}.log"
     starts = []
     proc = None
-    port = 0
+    url = ""
     for attempt in range(args.start_runs):
         if proc is not None:
             _stop(proc)
-        port = _free_port()
-        started = time.monotonic()
-        proc = launcher(port, log)
-        invocations = f"http://127.0.0.1:{port}/invocations"
-        starts.append(_first_answer(invocations, single.read_bytes(), proc, started, 300))
+        proc, url, seconds = start_answering(launcher, single.read_bytes(), log)
+        starts.append(seconds)
         print(f"  {name}: first answer after {starts[-1]:.2f}s (start {attempt + 1})", flush=True)
     assert proc is not None
     figures.start_s = statistics.median(starts)
-    url = f"http://127.0.0.1:{port}"
     try:
         try:
             figures.runtime = httpx.get(url + "/version", timeout=5).json().get("runtime", "")
@@ -330,11 +356,7 @@ def main() -> None:
     }
     for key in args.models.split(","):
         release = Path(models[key])
-        meta = json.loads((release / "release.json").read_text())
-        example = json.loads((release / "model" / "serving_input_example.json").read_text())[
-            "dataframe_split"
-        ]
-        columns, rows = meta["feature_names"], example["data"]
+        meta, columns, rows = example_rows(release)
         print(f"\n== {key} ({meta['estimator']}, {len(columns)} features)", flush=True)
         ours = measure(f"ours-{key}", launch_ours(release), columns, rows, scratch, args)
         theirs = measure(f"mlflow-{key}", launch_mlflow(release), columns, rows, scratch, args)

@@ -58,6 +58,7 @@ from benchmarks.serve_vs_mlflow import (
     _median,
     _stop,
     _tree_rss_mb,
+    example_rows,
     run_wrk,
 )
 
@@ -405,13 +406,12 @@ def train_models(workdir: Path) -> dict[str, Path]:
 
 def _rows(release: Path, size: int) -> tuple[np.ndarray, list[str]]:
     """`size` rows drawn (with jitter) from the release's training profile's example rows."""
-    meta = json.loads((release / "release.json").read_text())
-    example = json.loads((release / "model" / "serving_input_example.json").read_text())["dataframe_split"]
-    base = np.asarray(example["data"], dtype=np.float64)
+    _, columns, example = example_rows(release)
+    base = np.asarray(example, dtype=np.float64)
     rng = np.random.default_rng(size)
     picks = base[rng.integers(0, len(base), size)]
     jitter = rng.normal(0, np.maximum(base.std(axis=0), 1e-3) / 4, picks.shape)
-    return np.round(picks + jitter, 6), list(meta["feature_names"])
+    return np.round(picks + jitter, 6), columns
 
 
 def _ratio(ours: float, peer: float, lower_is_better: bool = False) -> float:

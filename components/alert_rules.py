@@ -14,15 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from model.retrain_trigger import DEFAULT_ALERT, NAMESPACE
+
 __all__ = [
     "ALERT_NAMES",
     "DRIFT_ALERT",
+    "DURATION",
     "PREDICTION_ROUTES",
     "RATE_WINDOW",
+    "RELEASE_LABELS",
     "SERVING_JOB",
     "AlertThresholds",
+    "prediction_rate",
     "rule_groups",
     "serving_selector",
+    "with_release",
 ]
 
 SERVING_JOB = "mlops-serving"
@@ -35,7 +41,8 @@ PREDICTION_ROUTES = r"/invocations|/v2/models/\\{name\\}(/versions/\\{version\\}
 """Route labels of prediction requests: HTTP (MLflow and V2) and gRPC ModelInfer (PromQL regex)."""
 SERVER_ERRORS = "5..|INTERNAL|UNAVAILABLE|UNKNOWN|DATA_LOSS"
 """Status labels counted as server errors: HTTP 5xx and their gRPC codes."""
-DRIFT_ALERT = "MLOpsModelDrift"
+DRIFT_ALERT = DEFAULT_ALERT
+"""The per-feature drift alert: the one the retrain trigger acts on by default."""
 ALERT_NAMES = (
     "MLOpsHighErrorRatio",
     "MLOpsHighLatency",
@@ -44,14 +51,15 @@ ALERT_NAMES = (
     "MLOpsModelNotReady",
     "MLOpsNoTraffic",
 )
-_DURATION = re.compile(r"^([0-9]+(y|w|d|h|m|s|ms))+$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_RELEASE = "model_name, release_id"
+DURATION = r"^([0-9]+(y|w|d|h|m|s|ms))+$"
+"""A Prometheus duration: what alert `for:`, scrape intervals and retention take."""
+RELEASE_LABELS = "model_name, release_id"
+"""The served release's labels, joined from `mlops_server_model_info`."""
 
 
 @dataclass(frozen=True)
 class AlertThresholds:
-    """When each alert fires; the defaults are `mlops:monitoring.thresholds`' defaults."""
+    """When each alert fires (`mlops:monitoring.thresholds`: the stack settings validate with this class)."""
 
     error_ratio: float = 0.05
     """Share of prediction requests answered with a server error, per release, over 5 minutes."""
@@ -75,7 +83,7 @@ class AlertThresholds:
         if self.drift_min_window_rows < 1:
             raise ValueError(f"drift_min_window_rows must be >= 1, got {self.drift_min_window_rows!r}")
         for key in ("drift_for", "not_ready_for", "no_traffic_for"):
-            if not _DURATION.match(getattr(self, key)):
+            if not re.match(DURATION, getattr(self, key)):
                 raise ValueError(
                     f"{key} must be a Prometheus duration such as 10m, got {getattr(self, key)!r}"
                 )
@@ -85,21 +93,26 @@ def serving_selector(namespaces: Sequence[str]) -> str:
     """The label matchers of the model servers' series in these namespaces."""
     if not namespaces:
         raise ValueError("namespaces must name at least one namespace to watch")
-    bad = [n for n in namespaces if not _NAMESPACE.match(n)]
+    bad = [n for n in namespaces if not re.match(NAMESPACE, n)]
     if bad:
         raise ValueError(f"namespaces {bad} are not Kubernetes namespace names")
     ns = f'namespace="{namespaces[0]}"' if len(namespaces) == 1 else f'namespace=~"{"|".join(namespaces)}"'
     return f'job="{SERVING_JOB}", {ns}'
 
 
-def _with_release(expr: str, sel: str) -> str:
+def with_release(expr: str, sel: str) -> str:
     """`expr` with model_name and release_id joined from the pod's model_info (value unchanged)."""
-    return f"({expr}) * on(namespace, pod) group_left({_RELEASE}) mlops_server_model_info{{{sel}}}"
+    return f"({expr}) * on(namespace, pod) group_left({RELEASE_LABELS}) mlops_server_model_info{{{sel}}}"
+
+
+def prediction_rate(metric: str, sel: str, extra: str = "", window: str = RATE_WINDOW) -> str:
+    """The per-second rate of `metric` over prediction requests only; `extra` adds matchers."""
+    return f'rate({metric}{{{sel}, route=~"{PREDICTION_ROUTES}"{extra}}}[{window}])'
 
 
 def _rate_by_release(metric: str, sel: str, extra: str = "", by: str = "") -> str:
-    series = f'rate({metric}{{{sel}, route=~"{PREDICTION_ROUTES}"{extra}}}[{RATE_WINDOW}])'
-    return f"sum by (namespace, {_RELEASE}{by}) ({_with_release(series, sel)})"
+    series = prediction_rate(metric, sel, extra)
+    return f"sum by (namespace, {RELEASE_LABELS}{by}) ({with_release(series, sel)})"
 
 
 def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict[str, Any]:
@@ -116,7 +129,7 @@ def _release_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
     requests = _rate_by_release("mlops_server_requests_total", sel)
     errors = _rate_by_release("mlops_server_requests_total", sel, f', status=~"{SERVER_ERRORS}"')
     buckets = _rate_by_release("mlops_server_request_duration_seconds_bucket", sel, by=", le")
-    served = f"sum by (namespace, {_RELEASE}) (mlops_server_model_info{{{sel}}})"
+    served = f"sum by (namespace, {RELEASE_LABELS}) (mlops_server_model_info{{{sel}}})"
     where = "{{ $labels.model_name }} release {{ $labels.release_id }} in {{ $labels.namespace }}"
     return [
         _alert(
@@ -141,7 +154,7 @@ def _release_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
         _alert(
             "MLOpsNoTraffic",
             # From model_info, so a release that never got a request (no counter yet) counts.
-            f"{served} unless on(namespace, {_RELEASE}) (({requests}) > 0)",
+            f"{served} unless on(namespace, {RELEASE_LABELS}) (({requests}) > 0)",
             t.no_traffic_for,
             "warning",
             f"{where} has served no predictions for {t.no_traffic_for}",
@@ -153,8 +166,8 @@ def _release_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
 
 def _drift_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
     enough = f"on(namespace, pod) (mlops_server_drift_window_rows{{{sel}}} >= {t.drift_min_window_rows})"
-    features = _with_release(f"(mlops_server_drift_psi{{{sel}}} > {t.drift_psi:g}) and {enough}", sel)
-    prediction = _with_release(
+    features = with_release(f"(mlops_server_drift_psi{{{sel}}} > {t.drift_psi:g}) and {enough}", sel)
+    prediction = with_release(
         f"(mlops_server_prediction_drift_psi{{{sel}}} > {t.drift_psi:g}) and {enough}", sel
     )
     where = "{{ $labels.model_name }} release {{ $labels.release_id }} in {{ $labels.namespace }}"
@@ -166,7 +179,7 @@ def _drift_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
         _alert(
             DRIFT_ALERT,
             # One alert per release and feature, whichever replica sees it.
-            f"max by (namespace, {_RELEASE}, feature) ({features})",
+            f"max by (namespace, {RELEASE_LABELS}, feature) ({features})",
             t.drift_for,
             "warning",
             f'{where}: feature {{{{ $labels.feature }}}} drifted (PSI {{{{ $value | printf "%.2f" }}}})',
@@ -175,7 +188,7 @@ def _drift_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
         ),
         _alert(
             "MLOpsPredictionDrift",
-            f"max by (namespace, {_RELEASE}) ({prediction})",
+            f"max by (namespace, {RELEASE_LABELS}) ({prediction})",
             t.drift_for,
             "warning",
             f'{where}: predictions drifted (PSI {{{{ $value | printf "%.2f" }}}})',
@@ -189,7 +202,7 @@ def _ready_alerts(t: AlertThresholds, sel: str) -> list[dict[str, Any]]:
     # Release labels where the server exports model_info; a server that never loaded its model
     # (or does not answer scrapes) still alerts, by pod.
     expr = (
-        f"{_with_release(down, sel)} or on(namespace, pod) ({down}) or on(namespace, pod) (up{{{sel}}} == 0)"
+        f"{with_release(down, sel)} or on(namespace, pod) ({down}) or on(namespace, pod) (up{{{sel}}} == 0)"
     )
     return [
         _alert(

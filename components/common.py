@@ -1,10 +1,12 @@
-"""Pieces every component shares: labels, pod security, image sources and pushing images.
+"""Pieces every component shares: labels, pod security, images (sources, pushing, pull secrets), volumes.
 
 Kept free of any `pulumi.Config` access: components get everything through their Args.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, Literal
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_kubernetes as k8s
 
 __all__ = [
     "PART_OF",
@@ -19,10 +22,13 @@ __all__ = [
     "S3_CREDENTIAL_KEYS",
     "UNRESOLVED",
     "Component",
+    "ImageAccess",
     "ImageSource",
     "PushTarget",
     "WorkloadAccess",
     "container_security_context",
+    "docker_config",
+    "image_pull_secret",
     "image_reference",
     "labels",
     "object_name",
@@ -30,6 +36,7 @@ __all__ = [
     "resources",
     "secret_env",
     "service_url",
+    "volume_claim",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -98,8 +105,9 @@ def resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limi
 class ImageSource:
     """An image to deploy: a reference used as given, or a Dockerfile in this repo to build and push."""
 
-    ref: str | None = None
-    """Deploy this reference as is (prod: pinned by digest); no Docker engine is needed."""
+    ref: pulumi.Input[str] | None = None
+    """Deploy this reference as is (prod: pinned by digest; or another component's image, such as
+    ModelServing.image, so that one build serves both); no Docker engine is needed."""
     dockerfile: str | None = None
     """Repo-relative Dockerfile to build when `ref` is unset, e.g. images/Dockerfile.serve."""
     repository: str | None = None
@@ -140,25 +148,36 @@ def secret_env(secret_name: pulumi.Input[str], keys: tuple[str, ...]) -> list[di
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorkloadAccess:
+class ImageAccess:
+    """Where a workload's image is pushed to and pulled from (RetrainTrigger's, and the base of
+    WorkloadAccess)."""
+
+    push_target: PushTarget | None = None
+    """Registry to push a built image to; required when `image` is built."""
+    image_pull_secret_name: pulumi.Input[str] | None = None
+    """dockerconfigjson Secret for a private registry."""
+
+    def _check_push_target(self, image: ImageSource) -> None:
+        if image.ref is None and self.push_target is None:
+            raise ValueError("push_target is required when the image is built (image.ref is None)")
+
+    def add_pull_secret(self, pod_spec: dict[str, Any]) -> None:
+        if self.image_pull_secret_name is not None:
+            pod_spec["imagePullSecrets"] = [{"name": self.image_pull_secret_name}]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadAccess(ImageAccess):
     """How a workload gets its image and reaches the registry and artifact store.
 
     The fields TrainingJobArgs and ModelServingArgs share; ModelRegistry's outputs of the
     same names fill them.
     """
 
-    push_target: PushTarget | None = None
-    """Registry to push a built image to; required when `image` is built."""
-    image_pull_secret_name: pulumi.Input[str] | None = None
-    """dockerconfigjson Secret for a private registry."""
     s3_endpoint_url: pulumi.Input[str] | None = None
     """S3 endpoint for pods (MLFLOW_S3_ENDPOINT_URL); None for AWS."""
     s3_secret_name: pulumi.Input[str] | None = None
     """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; None: ambient credentials."""
-
-    def _check_push_target(self, image: ImageSource) -> None:
-        if image.ref is None and self.push_target is None:
-            raise ValueError("push_target is required when the image is built (image.ref is None)")
 
     def s3_env(self) -> list[dict[str, Any]]:
         """Container env for the artifact store: its endpoint and the credentials' secret keys."""
@@ -169,9 +188,64 @@ class WorkloadAccess:
             env += secret_env(self.s3_secret_name, S3_CREDENTIAL_KEYS)
         return env
 
-    def add_pull_secret(self, pod_spec: dict[str, Any]) -> None:
-        if self.image_pull_secret_name is not None:
-            pod_spec["imagePullSecrets"] = [{"name": self.image_pull_secret_name}]
+
+def docker_config(server: str, username: str, password: str) -> str:
+    """A .dockerconfigjson granting pulls from `server`'s host with these credentials."""
+    host = server.split("/", 1)[0]
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {host: {"username": username, "password": password, "auth": auth}}})
+
+
+def image_pull_secret(
+    resource_name: str,
+    namespace: pulumi.Input[str],
+    object_labels: dict[str, str],
+    registry: PushTarget | None,
+    opts: pulumi.ResourceOptions,
+) -> pulumi.Output[str] | None:
+    """The name of a dockerconfigjson Secret for `registry` in `namespace` (Secrets do not cross
+    namespaces); None without a registry or when it takes no credentials."""
+    if registry is None or registry.username is None or registry.password is None:
+        return None
+    config: pulumi.Output[str] = pulumi.Output.all(
+        registry.server, registry.username, registry.password
+    ).apply(lambda v: pulumi.Output.secret(docker_config(str(v[0]), str(v[1]), str(v[2]))))
+    secret = k8s.core.v1.Secret(
+        resource_name,
+        metadata={"namespace": namespace, "labels": object_labels},
+        type="kubernetes.io/dockerconfigjson",
+        string_data={".dockerconfigjson": config},
+        opts=opts,
+    )
+    return object_name(secret)
+
+
+# With a WaitForFirstConsumer storage class (kind, most managed clusters) a claim binds only
+# once a pod uses it, so the provider must not wait for Bound before the Deployment exists;
+# the claim names are fixed for the same reason (no dependency edge from Deployment to claim).
+_CLAIM_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
+
+
+def volume_claim(
+    resource_name: str,
+    claim_name: str,
+    namespace: pulumi.Input[str],
+    object_labels: dict[str, str],
+    size: str,
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.PersistentVolumeClaim:
+    """A single-node volume that outlives pod replacements (a database, registry blobs, a TSDB)."""
+    return k8s.core.v1.PersistentVolumeClaim(
+        resource_name,
+        metadata={
+            "name": claim_name,
+            "namespace": namespace,
+            "labels": object_labels,
+            "annotations": _CLAIM_ANNOTATIONS,
+        },
+        spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+        opts=opts,
+    )
 
 
 def _relative(path: Path) -> str:

@@ -30,7 +30,14 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from components.alert_rules import PREDICTION_ROUTES, SERVER_ERRORS, AlertThresholds, serving_selector
+from components.alert_rules import (
+    RELEASE_LABELS,
+    SERVER_ERRORS,
+    AlertThresholds,
+    prediction_rate,
+    serving_selector,
+    with_release,
+)
 from components.monitoring_config import DATASOURCE_UID
 
 __all__ = ["DASHBOARD_UID", "build_dashboard", "dashboard_expressions", "dashboard_json"]
@@ -39,7 +46,6 @@ DASHBOARD_UID = "mlops-model-serving"
 RATE = "$__rate_interval"
 """Grafana's rate window (at least four scrape intervals); promtool-checked as 5m."""
 _DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
-_RELEASE = "model_name, release_id"
 
 
 def _query(expr: str, legend: str, ref: str = "A") -> Dataquery:
@@ -66,22 +72,19 @@ def _series(title: str, unit: str, description: str) -> Timeseries:
     )
 
 
-def _with_release(expr: str, sel: str) -> str:
-    return f"({expr}) * on(namespace, pod) group_left({_RELEASE}) mlops_server_model_info{{{sel}}}"
-
-
 def _traffic_panels(sel: str, t: AlertThresholds) -> list[Timeseries]:
-    predictions = f'{sel}, route=~"{PREDICTION_ROUTES}"'
-    requests = f"rate(mlops_server_requests_total{{{predictions}}}[{RATE}])"
-    errors = f'rate(mlops_server_requests_total{{{predictions}, status=~"{SERVER_ERRORS}"}}[{RATE}])'
-    by_release = f"sum by ({_RELEASE}) "
-    buckets = f"sum by (le) (rate(mlops_server_request_duration_seconds_bucket{{{predictions}}}[{RATE}]))"
+    requests = prediction_rate("mlops_server_requests_total", sel, window=RATE)
+    errors = prediction_rate("mlops_server_requests_total", sel, f', status=~"{SERVER_ERRORS}"', RATE)
+    by_release = f"sum by ({RELEASE_LABELS}) "
+    buckets = (
+        f"sum by (le) ({prediction_rate('mlops_server_request_duration_seconds_bucket', sel, window=RATE)})"
+    )
     return [
         _series(
             "Requests per second", "reqps", "Prediction requests per release and status code."
         ).with_target(
             _query(
-                f"sum by ({_RELEASE}, status) ({_with_release(requests, sel)})",
+                f"sum by ({RELEASE_LABELS}, status) ({with_release(requests, sel)})",
                 "{{release_id}} {{status}}",
             )
         ),
@@ -96,8 +99,8 @@ def _traffic_panels(sel: str, t: AlertThresholds) -> list[Timeseries]:
         )
         .with_target(
             _query(
-                f"({by_release}({_with_release(errors, sel)}))"
-                f" / ({by_release}({_with_release(requests, sel)}))",
+                f"({by_release}({with_release(errors, sel)}))"
+                f" / ({by_release}({with_release(requests, sel)}))",
                 "{{release_id}}",
             )
         )
@@ -106,7 +109,7 @@ def _traffic_panels(sel: str, t: AlertThresholds) -> list[Timeseries]:
         _series("Servers ready", "short", "Ready model servers per release, and requests in flight.")
         .with_target(
             _query(
-                f"sum by ({_RELEASE}) ({_with_release(f'mlops_server_ready{{{sel}}}', sel)})",
+                f"sum by ({RELEASE_LABELS}) ({with_release(f'mlops_server_ready{{{sel}}}', sel)})",
                 "ready {{release_id}}",
                 "A",
             )

@@ -29,15 +29,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.alert_rules import SERVING_JOB, AlertThresholds, rule_groups
+from components.alert_rules import DRIFT_ALERT, SERVING_JOB, AlertThresholds, rule_groups
 from components.common import (
-    PushTarget,
     container_security_context,
+    image_pull_secret,
     labels,
     object_name,
     pod_security_context,
     resources,
     service_url,
+    volume_claim,
 )
 from components.dashboard import build_dashboard, dashboard_json
 from components.monitoring_config import (
@@ -51,7 +52,6 @@ from components.monitoring_config import (
     prometheus_config,
     to_yaml,
 )
-from components.registry import _docker_config as docker_config
 from components.retrain_trigger import RetrainTrigger, RetrainTriggerArgs
 from components.serving import PORT as SERVING_PORT
 
@@ -81,8 +81,6 @@ FOOTPRINT = {
     "alertmanager": ("50m", "64Mi", "200m", "256Mi"),
     "grafana": ("100m", "128Mi", "500m", "512Mi"),
 }
-# A claim on a WaitForFirstConsumer storage class binds only once the pod exists (as registry.py).
-_PVC_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
 _RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -117,7 +115,7 @@ class RetrainWebhook:
     """A Secret in the monitoring namespace holding the token Alertmanager sends as Bearer."""
     token_key: str
     """The Secret's key holding the token (mounted as Alertmanager's credentials_file)."""
-    alert_names: tuple[str, ...] = ("MLOpsModelDrift",)
+    alert_names: tuple[str, ...] = (DRIFT_ALERT,)
     """Alerts routed to the trigger (they also reach the default receiver)."""
 
 
@@ -144,9 +142,10 @@ class MonitoringStackArgs:
     grafana_admin_password: pulumi.Input[str] | None = None
     """Secret; required for bundled Grafana."""
     retrain: RetrainTriggerArgs | None = None
-    """Run the retrain trigger in the monitoring namespace (this replaces its `namespace`) and
-    route its alerts there: bundled Alertmanager's webhook receiver, or in operator mode an
-    AlertmanagerConfig for the operator's Alertmanager."""
+    """Run the retrain trigger in the monitoring namespace and route its alerts there: bundled
+    Alertmanager's webhook receiver, or in operator mode an AlertmanagerConfig for the operator's
+    Alertmanager. Leave its `namespace` and `image_pull_secret_name` unset: the stack fills them
+    (a pull secret in its namespace from `push_target`'s credentials)."""
     operator_labels: Mapping[str, str] = field(default_factory=dict)
     """Operator mode: extra labels on the PodMonitor, PrometheusRule and dashboard ConfigMap that
     the operator's selectors match (kube-prometheus-stack: {release: <helm release>})."""
@@ -158,6 +157,13 @@ class MonitoringStackArgs:
             raise ValueError("serving_namespaces must name at least one namespace to scrape")
         if self.mode is MonitoringMode.BUNDLED and self.grafana and self.grafana_admin_password is None:
             raise ValueError("grafana_admin_password is required with bundled Grafana (grafana=True)")
+        if self.retrain is not None and (
+            self.retrain.namespace is not None or self.retrain.image_pull_secret_name is not None
+        ):
+            raise ValueError(
+                "retrain.namespace and retrain.image_pull_secret_name must be unset: the trigger runs "
+                f"in the monitoring namespace {self.namespace!r}, with a pull secret made there"
+            )
 
 
 def _namespaces(args: MonitoringStackArgs) -> pulumi.Output[list[str]]:
@@ -252,7 +258,13 @@ class MonitoringStack(pulumi.ComponentResource):
 
     def _retrain_trigger(self, retrain: RetrainTriggerArgs) -> RetrainWebhook:
         """The trigger next to Alertmanager (its NetworkPolicy admits only Alertmanager's pods)."""
-        pull_secret = self._pull_secret(retrain.push_target) if retrain.push_target else None
+        pull_secret = image_pull_secret(
+            f"{self._name}-retrain-pull-secret",
+            self.namespace,
+            self._labels("retrain-trigger"),
+            retrain.push_target,
+            self._child,
+        )
         trigger_args = replace(retrain, namespace=self.namespace, image_pull_secret_name=pull_secret)
         trigger = RetrainTrigger(f"{self._name}-retrain", trigger_args, opts=self._child)
         self.retrain_url = trigger.url
@@ -262,22 +274,6 @@ class MonitoringStack(pulumi.ComponentResource):
             token_key=trigger.webhook_token_secret_key,
             alert_names=retrain.alert_names,
         )
-
-    def _pull_secret(self, registry: PushTarget) -> pulumi.Output[str] | None:
-        """The private registry's pull secret, in this namespace (Secrets do not cross namespaces)."""
-        if registry.username is None or registry.password is None:
-            return None
-        config: pulumi.Output[str] = pulumi.Output.all(
-            registry.server, registry.username, registry.password
-        ).apply(lambda v: pulumi.Output.secret(docker_config(str(v[0]), str(v[1]), str(v[2]))))
-        secret = k8s.core.v1.Secret(
-            f"{self._name}-retrain-pull-secret",
-            metadata={"namespace": self.namespace, "labels": self._labels("retrain-trigger")},
-            type="kubernetes.io/dockerconfigjson",
-            string_data={".dockerconfigjson": config},
-            opts=self._child,
-        )
-        return object_name(secret)
 
     # ------------------------------------------------------------------ bundled mode --
 
@@ -297,7 +293,7 @@ class MonitoringStack(pulumi.ComponentResource):
             metadata={"name": app, "namespace": self.namespace, "labels": self._labels(app)},
             spec={
                 "type": "ClusterIP",
-                "selector": {"app.kubernetes.io/name": app, "app.kubernetes.io/component": "monitoring"},
+                "selector": _selector(app),
                 "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
             },
             opts=self._child,
@@ -305,7 +301,6 @@ class MonitoringStack(pulumi.ComponentResource):
 
     def _deployment(self, app: str, pod: dict[str, Any], strategy: str = "RollingUpdate") -> None:
         lbl = self._labels(app)
-        selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
         k8s.apps.v1.Deployment(
             f"{self._name}-{app}",
             metadata={"namespace": self.namespace, "labels": lbl},
@@ -313,7 +308,7 @@ class MonitoringStack(pulumi.ComponentResource):
                 "replicas": 1,
                 "revisionHistoryLimit": 3,
                 "strategy": {"type": strategy},
-                "selector": {"matchLabels": selector},
+                "selector": {"matchLabels": _selector(app)},
                 "template": {"metadata": {"labels": lbl}, "spec": pod},
             },
             opts=self._child,
@@ -336,7 +331,14 @@ class MonitoringStack(pulumi.ComponentResource):
         account = self._prometheus_account()
         files = self._prometheus_files(alertmanager)
         rules = files.data.apply(lambda data: str(data[RULES_FILE]))
-        self._prometheus_claim()
+        volume_claim(
+            f"{self._name}-prometheus-data",
+            PROMETHEUS_DATA,
+            self.namespace,
+            self._labels("prometheus"),
+            self._args.storage_size,
+            self._child,
+        )
         # One pod writes the volume (ReadWriteOnce, and the TSDB takes a lock): Recreate.
         self._deployment("prometheus", self._prometheus_pod(account, files), strategy="Recreate")
         return self._service("prometheus", PROMETHEUS_PORT), rules
@@ -365,22 +367,6 @@ class MonitoringStack(pulumi.ComponentResource):
         )
         return self._config_map(
             "prometheus-config", "prometheus", {"prometheus.yml": config, RULES_FILE: _rules_yaml(args)}
-        )
-
-    def _prometheus_claim(self) -> None:
-        k8s.core.v1.PersistentVolumeClaim(
-            f"{self._name}-prometheus-data",
-            metadata={
-                "name": PROMETHEUS_DATA,
-                "namespace": self.namespace,
-                "labels": self._labels("prometheus"),
-                "annotations": _PVC_ANNOTATIONS,
-            },
-            spec={
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": self._args.storage_size}},
-            },
-            opts=self._child,
         )
 
     def _prometheus_pod(
@@ -556,7 +542,7 @@ class MonitoringStack(pulumi.ComponentResource):
             f"{self._name}-{app}-network-policy",
             metadata={"namespace": self.namespace, "labels": self._labels(app)},
             spec={
-                "podSelector": _pods(app)["podSelector"],
+                "podSelector": {"matchLabels": _selector(app)},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": ingress,
                 "egress": egress,
@@ -683,12 +669,13 @@ def _grafana_scratch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return mounts, volumes
 
 
+def _selector(app: str) -> dict[str, str]:
+    """The labels selecting one monitoring app's pods (a subset of `labels(app, "monitoring", ...)`)."""
+    return {"app.kubernetes.io/name": app, "app.kubernetes.io/component": "monitoring"}
+
+
 def _pods(app: str) -> dict[str, Any]:
-    return {
-        "podSelector": {
-            "matchLabels": {"app.kubernetes.io/name": app, "app.kubernetes.io/component": "monitoring"}
-        }
-    }
+    return {"podSelector": {"matchLabels": _selector(app)}}
 
 
 def _pod_monitor_spec(interval: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from components.alert_rules import SERVING_JOB, serving_selector
+from components.alert_rules import DRIFT_ALERT, SERVING_JOB, serving_selector
+from model.retrain_trigger import ALERT_NAME
 
 __all__ = [
     "DATASOURCE_UID",
@@ -37,7 +38,6 @@ DEFAULT_RECEIVER = "default"
 RETRAIN_RECEIVER = "retrain"
 GROUP_BY = ("alertname", "namespace", "model_name", "release_id")
 """Alerts of one release are notified together."""
-_ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def to_yaml(data: Any) -> str:
@@ -106,7 +106,7 @@ class RetrainRoute:
     """The trigger's in-cluster URL, e.g. http://retrain-trigger.monitoring.svc.cluster.local:8080/alertmanager."""
     credentials_file: str
     """Path of the bearer token inside the Alertmanager container (mounted from a Secret)."""
-    alert_names: tuple[str, ...] = ("MLOpsModelDrift",)
+    alert_names: tuple[str, ...] = (DRIFT_ALERT,)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -115,7 +115,7 @@ class RetrainRoute:
             raise ValueError(
                 f"RetrainRoute.credentials_file must be an absolute path, got {self.credentials_file!r}"
             )
-        bad = [n for n in self.alert_names if not _ALERT_NAME.match(n)]
+        bad = [n for n in self.alert_names if not re.match(ALERT_NAME, n)]
         if not self.alert_names or bad:
             raise ValueError(f"RetrainRoute.alert_names must be alert names, got {list(self.alert_names)}")
 

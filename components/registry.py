@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -21,6 +19,7 @@ from components.common import (
     ImageSource,
     PushTarget,
     container_security_context,
+    image_pull_secret,
     image_reference,
     labels,
     object_name,
@@ -28,6 +27,7 @@ from components.common import (
     resources,
     secret_env,
     service_url,
+    volume_claim,
 )
 
 __all__ = ["BackendStore", "ModelRegistry", "ModelRegistryArgs", "RegistryMode"]
@@ -38,10 +38,6 @@ MLFLOW_SERVICE = "mlflow"
 IMAGE_REGISTRY_SERVICE = "image-registry"
 MLFLOW_DATA = "mlflow-data"
 IMAGE_REGISTRY_DATA = "image-registry-data"
-# With a WaitForFirstConsumer storage class (kind, most managed clusters) a claim binds only
-# once a pod uses it, so the provider must not wait for Bound before the Deployment exists;
-# the claim names are fixed for the same reason (no dependency edge from Deployment to claim).
-_PVC_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
 
 
 class BackendStore(StrEnum):
@@ -249,25 +245,13 @@ class ModelRegistry(pulumi.ComponentResource):
                 username=args.registry_username,
                 password=pulumi.Output.secret(args.registry_password) if args.registry_password else None,
             )
-            if args.registry_username is not None and args.registry_password is not None:
-                docker_config: pulumi.Output[str] = pulumi.Output.all(
-                    args.registry_username, args.registry_password
-                ).apply(
-                    lambda up: pulumi.Output.secret(_docker_config(str(args.registry_server), up[0], up[1]))
-                )
-                pull_secret = k8s.core.v1.Secret(
-                    f"{name}-pull-secret",
-                    metadata={
-                        "namespace": ns,
-                        "labels": self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE),
-                    },
-                    type="kubernetes.io/dockerconfigjson",
-                    string_data={".dockerconfigjson": docker_config},
-                    opts=child,
-                )
-                self.image_pull_secret_name = object_name(pull_secret)
-            else:
-                self.image_pull_secret_name = None
+            self.image_pull_secret_name = image_pull_secret(
+                f"{name}-pull-secret",
+                ns,
+                self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE),
+                self.push_target,
+                child,
+            )
 
         # MLflow, unless the stack uses a tracking server of its own.
         if args.tracking_server_url:
@@ -300,8 +284,13 @@ class ModelRegistry(pulumi.ComponentResource):
     ) -> tuple[k8s.core.v1.Service, k8s.apps.v1.Deployment]:
         lbl = self._labels(args, "image-registry", app=IMAGE_REGISTRY_SERVICE)
         selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
-        _claim(
-            f"{name}-image-registry-data", IMAGE_REGISTRY_DATA, args.registry_storage_size, args, lbl, child
+        volume_claim(
+            f"{name}-image-registry-data",
+            IMAGE_REGISTRY_DATA,
+            args.namespace,
+            lbl,
+            args.registry_storage_size,
+            child,
         )
         probe = {"httpGet": {"path": "/", "port": "registry"}, "periodSeconds": 10}
         deployment = k8s.apps.v1.Deployment(
@@ -384,7 +373,9 @@ class ModelRegistry(pulumi.ComponentResource):
         volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
         mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
         if args.backend is BackendStore.SQLITE:
-            _claim(f"{name}-mlflow-data", MLFLOW_DATA, args.tracking_storage_size, args, lbl, child)
+            volume_claim(
+                f"{name}-mlflow-data", MLFLOW_DATA, args.namespace, lbl, args.tracking_storage_size, child
+            )
             backend_uri = "sqlite:////data/mlflow.db"
             volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": MLFLOW_DATA}})
             mounts.append({"name": "data", "mountPath": "/data"})
@@ -471,31 +462,3 @@ class ModelRegistry(pulumi.ComponentResource):
             },
             opts=child,
         )
-
-
-def _docker_config(server: str, username: str, password: str) -> str:
-    host = server.split("/", 1)[0]
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {host: {"username": username, "password": password, "auth": auth}}})
-
-
-def _claim(
-    resource_name: str,
-    claim_name: str,
-    size: str,
-    args: ModelRegistryArgs,
-    lbl: dict[str, str],
-    opts: pulumi.ResourceOptions,
-) -> k8s.core.v1.PersistentVolumeClaim:
-    """A single-node volume that outlives pod replacements (SQLite, registry blobs)."""
-    return k8s.core.v1.PersistentVolumeClaim(
-        resource_name,
-        metadata={
-            "name": claim_name,
-            "namespace": args.namespace,
-            "labels": lbl,
-            "annotations": _PVC_ANNOTATIONS,
-        },
-        spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
-        opts=opts,
-    )

@@ -26,7 +26,6 @@ seeing the GitHub token.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,8 +34,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.common import (
+    ImageAccess,
     ImageSource,
-    PushTarget,
     container_security_context,
     image_reference,
     labels,
@@ -48,6 +47,7 @@ from components.common import (
 from model.retrain_trigger import (
     ALERT_NAME,
     DEFAULT_ALERT,
+    GITHUB_API,
     GITHUB_TOKEN_ENV,
     REPOSITORY,
     STACK,
@@ -93,10 +93,8 @@ class ContainerResources:
                 )
 
 
-@dataclass(frozen=True)
-class RetrainTriggerArgs:
-    namespace: pulumi.Input[str]
-    """Namespace of every object; Alertmanager's, since only its pods there may call the trigger."""
+@dataclass(frozen=True, kw_only=True)
+class RetrainTriggerArgs(ImageAccess):
     image: ImageSource
     """The serving image (it holds model/ and the trigger's dependencies)."""
     stack: str
@@ -107,7 +105,10 @@ class RetrainTriggerArgs:
     """Secret: a token allowed to create repository_dispatch events (fine-grained: contents: write)."""
     webhook_token: pulumi.Input[str]
     """Secret: the bearer token Alertmanager sends (at least 16 characters)."""
-    github_api_url: str = "https://api.github.com"
+    namespace: pulumi.Input[str] | None = None
+    """Namespace of every object; Alertmanager's, since only its pods there may call the trigger.
+    Required, except under MonitoringStack, which sets its own."""
+    github_api_url: str = GITHUB_API
     """GitHub's REST API; GitHub Enterprise: https://HOST/api/v3."""
     alert_names: tuple[str, ...] = (DEFAULT_ALERT,)
     """Alerts that dispatch a retrain (others are answered 200 and ignored)."""
@@ -115,12 +116,6 @@ class RetrainTriggerArgs:
     """At most one dispatch per model in this many seconds (0: no limit)."""
     resources: ContainerResources = field(default_factory=ContainerResources)
     """The container's requests and limits."""
-    push_target: PushTarget | None = None
-    """Registry to push the image to; required when `image` is built."""
-    image_pull_secret_name: pulumi.Input[str] | None = None
-    """dockerconfigjson Secret for a private registry."""
-    scraper_pod_labels: Mapping[str, str] | None = None
-    """Pods (same namespace) that may scrape /metrics too; None: only Alertmanager gets in."""
 
     def __post_init__(self) -> None:
         if not re.match(REPOSITORY, self.repository):
@@ -136,8 +131,7 @@ class RetrainTriggerArgs:
             raise ValueError(f"alert_names must be one or more Prometheus alert names, got {names!r}")
         if self.min_interval_seconds < 0:
             raise ValueError(f"min_interval_seconds must be >= 0, got {self.min_interval_seconds}")
-        if self.image.ref is None and self.push_target is None:
-            raise ValueError("push_target is required when the image is built (image.ref is None)")
+        self._check_push_target(self.image)
 
     @property
     def github_port(self) -> int:
@@ -163,6 +157,8 @@ class RetrainTrigger(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: RetrainTriggerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        if args.namespace is None:
+            raise ValueError("namespace is required: Alertmanager's namespace (only its pods may call)")
         super().__init__("mlops:index:RetrainTrigger", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
@@ -259,8 +255,7 @@ class RetrainTrigger(pulumi.ComponentResource):
             "containers": [_container(args, self.image, _env(args, github_secret, webhook_secret))],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
         }
-        if args.image_pull_secret_name is not None:
-            pod["imagePullSecrets"] = [{"name": args.image_pull_secret_name}]
+        args.add_pull_secret(pod)
         return pod
 
 
@@ -314,10 +309,8 @@ def _container(
 
 
 def _network_policy(args: RetrainTriggerArgs, selector: dict[str, str]) -> dict[str, Any]:
-    """In: Alertmanager (and an optional scraper) to the HTTP port. Out: DNS, and GitHub's port."""
+    """In: Alertmanager to the HTTP port. Out: DNS, and GitHub's port."""
     callers = [{"podSelector": {"matchLabels": dict(ALERTMANAGER_POD_LABELS)}}]
-    if args.scraper_pod_labels:
-        callers.append({"podSelector": {"matchLabels": dict(args.scraper_pod_labels)}})
     return {
         "podSelector": {"matchLabels": selector},
         "policyTypes": ["Ingress", "Egress"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.alert_rules import AlertThresholds
 from components.common import ImageSource, labels, object_name
 from components.monitoring import MonitoringImages, MonitoringStack, MonitoringStackArgs
 from components.providers.model_alias import ModelAlias, ModelAliasArgs
@@ -217,6 +216,7 @@ def _monitoring(
     settings: StackSettings,
     namespace: pulumi.Output[str],
     registry: ModelRegistry,
+    serving: ModelServing,
     opts: pulumi.ResourceOptions,
 ) -> MonitoringStack | None:
     """Prometheus, the alert rules, Alertmanager, Grafana and the retrain trigger for this stack."""
@@ -230,7 +230,7 @@ def _monitoring(
             namespace=monitoring.namespace,
             serving_namespaces=(namespace,),
             mode=monitoring.mode,
-            thresholds=AlertThresholds(**monitoring.thresholds.model_dump()),
+            thresholds=monitoring.thresholds,
             scrape_interval=monitoring.scrape_interval,
             retention=monitoring.retention,
             storage_size=monitoring.storage_size,
@@ -239,14 +239,16 @@ def _monitoring(
             ),
             grafana=monitoring.grafana.enabled,
             grafana_admin_password=_secret(settings.grafana_admin_password),
-            retrain=_retrain_trigger(settings, registry),
+            retrain=_retrain_trigger(settings, registry, serving),
             operator_labels=monitoring.operator_labels,
         ),
         opts=opts,
     )
 
 
-def _retrain_trigger(settings: StackSettings, registry: ModelRegistry) -> RetrainTriggerArgs | None:
+def _retrain_trigger(
+    settings: StackSettings, registry: ModelRegistry, serving: ModelServing
+) -> RetrainTriggerArgs | None:
     retrain = settings.monitoring.retrain
     if not retrain.enabled:
         return None
@@ -257,10 +259,10 @@ def _retrain_trigger(settings: StackSettings, registry: ModelRegistry) -> Retrai
     )
     assert github_token is not None and webhook_token is not None  # load_settings checks both
     return RetrainTriggerArgs(
-        # The monitoring namespace: MonitoringStack puts the trigger beside Alertmanager.
-        namespace=settings.monitoring.namespace,
-        # The serving image holds the trigger (python -m model.retrain_trigger).
-        image=_image(settings.images.serving, "images/Dockerfile.serve", "mlops-serve", settings),
+        # The serving image holds the trigger (python -m model.retrain_trigger): the very image
+        # the model servers run, built (dev) once for both. MonitoringStack puts the trigger
+        # beside Alertmanager, in its namespace.
+        image=ImageSource(ref=serving.image),
         # MonitoringStack makes the pull secret in its namespace from the push target's credentials.
         push_target=registry.push_target,
         stack=settings.stack,
@@ -297,7 +299,7 @@ def main() -> None:
         serving_opts = in_ns
     serving = _serving(settings, namespace, registry, model_name, release, serving_opts)
     champion = _champion(settings, model_name, release, serving)
-    monitoring = _monitoring(settings, namespace, registry, in_ns)
+    monitoring = _monitoring(settings, namespace, registry, serving, in_ns)
 
     pulumi.export("namespace", namespace)
     pulumi.export("release_id", serving.release_id)

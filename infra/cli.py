@@ -233,14 +233,14 @@ def drift(
     table = Table(title=f"drift of {data} against release {run.release_id} ({report.rows} rows)")
     for column in ("feature", "PSI", "KS", "drifted"):
         table.add_column(column, justify="left" if column == "feature" else "right")
-    for d in [*report.features, *([report.prediction] if report.prediction else [])]:
+    for d in report.distributions:
         ks = "n/a" if d.ks is None else f"{d.ks:.4f}"
-        table.add_row(d.name, f"{d.psi:.4f}", ks, "[red]yes[/]" if d.drifted else "no")
+        table.add_row(d.name, f"{d.psi:.4f}", ks, "[red]yes[/]" if report.is_drifted(d) else "no")
     out.print(table)
-    first = report.features[0]
-    drifted = [d.name for d in [*report.features, report.prediction] if d is not None and d.drifted]
+    drifted = [d.name for d in report.distributions if report.is_drifted(d)]
     verdict = f"drift in {', '.join(drifted)}" if drifted else "no drift"
-    out.print(f"thresholds: PSI > {first.psi_threshold}, KS > {first.ks_threshold}; {verdict}", markup=False)
+    thresholds = f"thresholds: PSI > {report.psi_threshold}, KS > {report.ks_threshold}"
+    out.print(f"{thresholds}; {verdict}", markup=False)
     if written:
         err.print(f"wrote {written[0]} and {len(written) - 1} image(s)", markup=False, soft_wrap=True)
     raise typer.Exit(2 if report.drifted else 0)
@@ -446,9 +446,12 @@ def retrain_bump(
         raise typer.Exit(2)
     try:
         result = bump_from_event(event, project_dir(workdir), stack, dry_run)
-    except (ConfigError, BadConfig, RegistryError) as exc:
+    except ConfigError as exc:
         err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(3 if isinstance(exc, RegistryError) else 2) from None
+        raise typer.Exit(2) from None
+    except (BadConfig, RegistryError) as exc:
+        err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     err.print(result.message, markup=False, soft_wrap=True)
     if json_out:
         typer.echo(json.dumps(result.as_dict()))

@@ -29,10 +29,12 @@ from pydantic import (
     model_validator,
 )
 
+from components.alert_rules import DRIFT_ALERT, DURATION, AlertThresholds
 from components.monitoring import MonitoringImages, MonitoringMode
 from components.registry import BackendStore, RegistryMode
 from model.data import S3Access, is_local, split_s3_uri
-from model.retrain_trigger import ALERT_NAME, REPOSITORY
+from model.retrain_trigger import ALERT_NAME, GITHUB_API, REPOSITORY
+from model.retrain_trigger import NAMESPACE as _K8S_NAMESPACE
 from model.spec import RegistrySettings, TrainingSpec, describe_errors
 
 __all__ = [
@@ -53,7 +55,6 @@ __all__ = [
     "RetrainSettings",
     "ServingSettings",
     "StackSettings",
-    "ThresholdSettings",
     "TrackingSettings",
     "TrainingJobSettings",
     "duration_seconds",
@@ -66,8 +67,7 @@ NAMESPACE = "mlops"
 PROJECT_FILE = "Pulumi.yaml"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
-# A Prometheus duration (also what alert `for:` and --storage.tsdb.retention.time accept).
-_DURATION = r"^([0-9]+(y|w|d|h|m|s|ms))+$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 _LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -88,7 +88,7 @@ class KubernetesSettings(_Frozen):
     """Path to (or contents of) a kubeconfig; unset: the provider's default ($KUBECONFIG, ~/.kube/config)."""
     context: str | None = None
     """The kubeconfig context to use; unset: the kubeconfig's current context."""
-    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    namespace: str | None = Field(default=None, pattern=_K8S_NAMESPACE)
     """The stack's namespace; unset: mlops-<stack>."""
     render_dir: str | None = None
     """Write manifests to this folder (the provider's renderYamlToDirectory) instead of calling a cluster."""
@@ -171,7 +171,7 @@ class TrackingSettings(_Frozen):
 class ArtifactSettings(_Frozen):
     """`mlops:artifacts`: the artifact bucket on any S3 API."""
 
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    bucket: str = Field(pattern=_BUCKET)
     create: bool = True
     """True: create it (versioned, public access blocked); False: use an existing bucket."""
     region: str = "us-east-1"
@@ -255,7 +255,7 @@ class ServingSettings(_Frozen):
 
 
 def _duration(value: str) -> str:
-    if not re.match(_DURATION, value):
+    if not re.match(DURATION, value):
         raise ValueError("must be a Prometheus duration such as 30s, 5m, 6h or 1h30m")
     return value
 
@@ -296,13 +296,13 @@ class RetrainSettings(_Frozen):
     """
 
     enabled: bool = False
-    github_api_url: str = "https://api.github.com"
+    github_api_url: str = GITHUB_API
     """GitHub's REST API (GitHub Enterprise: https://<host>/api/v3)."""
     repository: str | None = None
     """owner/name of the repository whose retrain workflow runs; required when enabled."""
     min_interval: Duration = "6h"
     """At most one retrain dispatch per model within this Prometheus duration."""
-    alert_names: tuple[str, ...] = Field(default=("MLOpsModelDrift",), min_length=1)
+    alert_names: tuple[str, ...] = Field(default=(DRIFT_ALERT,), min_length=1)
     """Alerts that trigger a retrain; the rest go to the default receiver only."""
     dataset_prefix: str | None = None
     """Where new dataset versions land (s3://bucket/prefix/ or a folder); required when enabled."""
@@ -345,7 +345,7 @@ class RetrainSettings(_Frozen):
             )
         if value.startswith("s3://"):
             bucket, _ = split_s3_uri(value)
-            if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+            if not re.match(_BUCKET, bucket):
                 raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
         elif "://" in value.removeprefix("file://"):
             raise ValueError("allowed dataset locations: s3://<bucket>/<prefix>/ or a folder")
@@ -369,21 +369,6 @@ class RetrainSettings(_Frozen):
         return int(duration_seconds(self.min_interval))
 
 
-class ThresholdSettings(_Frozen):
-    """`mlops:monitoring.thresholds`: when the alerts fire (docs/monitoring.md lists them)."""
-
-    error_ratio: float = Field(default=0.05, gt=0, lt=1)
-    """Share of prediction requests answered 5xx over 5 minutes."""
-    p99_latency_seconds: float = Field(default=0.5, gt=0)
-    drift_psi: float = Field(default=0.2, gt=0)
-    """Per-feature PSI of the server's window against the release's reference profile."""
-    drift_for: Duration = "10m"
-    drift_min_window_rows: int = Field(default=500, ge=1)
-    """Drift is judged only on windows holding at least this many rows."""
-    not_ready_for: Duration = "5m"
-    no_traffic_for: Duration = "30m"
-
-
 class GrafanaSettings(_Frozen):
     """`mlops:monitoring.grafana`: bundled mode's Grafana with the model dashboard."""
 
@@ -396,14 +381,16 @@ class MonitoringSettings(_Frozen):
 
     enabled: bool = False
     mode: MonitoringMode = MonitoringMode.BUNDLED
-    namespace: str = Field(default="monitoring", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    namespace: str = Field(default="monitoring", pattern=_K8S_NAMESPACE)
     """Where the monitoring stack runs; the serving NetworkPolicy admits scrapes from its pods."""
     scrape_interval: Duration = "15s"
     retention: Duration = "15d"
     """Prometheus --storage.tsdb.retention.time."""
     storage_size: str = Field(default="10Gi", pattern=_QUANTITY)
     """Prometheus' PersistentVolumeClaim."""
-    thresholds: ThresholdSettings = ThresholdSettings()
+    thresholds: AlertThresholds = AlertThresholds()
+    """When the alerts fire (docs/monitoring.md lists them); pydantic checks the types and
+    AlertThresholds the ranges, so the stack and the components accept the same values."""
     grafana: GrafanaSettings = GrafanaSettings()
     retrain: RetrainSettings = RetrainSettings()
     operator_labels: Annotated[dict[str, str], AfterValidator(_label_map)] = Field(default_factory=dict)

@@ -46,14 +46,16 @@ def run_drift(
     model_uri: str, data_uri: str, psi_threshold: float | None = None, ks_threshold: float | None = None
 ) -> DriftRun:
     """Load the release and the data, predict, and score both against the release's profile."""
-    from model.drift import DEFAULT_KS_THRESHOLD, DEFAULT_PSI_THRESHOLD, DriftError, score
+    from model.drift import DEFAULT_KS_THRESHOLD, DEFAULT_PSI_THRESHOLD, DriftError, check_thresholds, score
 
     psi_limit = DEFAULT_PSI_THRESHOLD if psi_threshold is None else psi_threshold
     ks_limit = DEFAULT_KS_THRESHOLD if ks_threshold is None else ks_threshold
-    if psi_limit < 0 or ks_limit < 0:
-        raise ReportError(f"thresholds must be >= 0 (got PSI {psi_limit}, KS {ks_limit})")
-    release, profile, target = _release(model_uri)
-    X = _features(data_uri, profile, target)
+    try:
+        check_thresholds(psi_limit, ks_limit)  # before the release is fetched and loaded
+    except DriftError as exc:
+        raise ReportError(str(exc)) from None
+    release, profile = _release(model_uri)
+    X = _features(data_uri, profile, release.target)
     predictions = release.runtime.predict(X).values
     try:
         report = score(profile, X, predictions, psi_limit, ks_limit)
@@ -62,20 +64,17 @@ def run_drift(
     return DriftRun(release.model_name, release.release_id, data_uri, profile, report, X, predictions)
 
 
-def _release(model_uri: str) -> tuple[LoadedRelease, ReferenceProfile, str | None]:
-    """The release (verified, its runtime loaded), its profile and its target column."""
-    from model.artifact import PROFILE_FILE, RELEASE_FILE, ReleaseMetadata
+def _release(model_uri: str) -> tuple[LoadedRelease, ReferenceProfile]:
+    """The release (verified, its runtime loaded) and its profile."""
+    from model.artifact import PROFILE_FILE
     from model.drift import ProfileError, read_profile
     from model.server.loader import LoadError, load_release
 
     try:
         release = load_release(model_uri, None, None)
-        assert release.folder is not None
-        profile = read_profile(release.folder / PROFILE_FILE)
+        return release, read_profile(release.folder / PROFILE_FILE)
     except (LoadError, ProfileError) as exc:
         raise ReportError(f"release {model_uri}: {exc}") from None
-    target = ReleaseMetadata.from_json((release.folder / RELEASE_FILE).read_text()).spec.get("target")
-    return release, profile, target
 
 
 def _features(data_uri: str, profile: ReferenceProfile, target: str | None) -> np.ndarray:
@@ -102,13 +101,14 @@ def write_report(run: DriftRun, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
-    for j, (feature, drift) in enumerate(zip(run.profile.features, run.report.features, strict=True)):
-        if drift.drifted:
+    report = run.report
+    for j, (feature, drift) in enumerate(zip(run.profile.features, report.features, strict=True)):
+        if report.is_drifted(drift):
             name = f"{j:03d}-{_slug(feature.name)}.png"
             _plot_feature(feature, run.X[:, j], drift.psi, drift.ks, out_dir / name)
             images[feature.name] = name
-    prediction = run.report.prediction
-    if prediction is not None and prediction.drifted:
+    prediction = report.prediction
+    if prediction is not None and report.is_drifted(prediction):
         name = "prediction.png"
         _plot_prediction(run.profile, run.predictions, prediction.psi, prediction.ks, out_dir / name)
         images["prediction"] = name
@@ -188,20 +188,19 @@ def _share_bars(ax: Axes, labels: list[str], reference: np.ndarray, current: np.
 
 def _html(run: DriftRun, images: dict[str, str]) -> str:
     report = run.report
-    rows = [*report.features, *([report.prediction] if report.prediction else [])]
+    rows = [(d, report.is_drifted(d)) for d in report.distributions]
     body = "\n".join(
-        f"<tr{' class=drifted' if d.drifted else ''}><td>{html.escape(d.name)}</td><td>{d.psi:.4f}</td>"
-        f"<td>{'n/a' if d.ks is None else f'{d.ks:.4f}'}</td><td>{'yes' if d.drifted else 'no'}</td></tr>"
-        for d in rows
+        f"<tr{' class=drifted' if drifted else ''}><td>{html.escape(d.name)}</td><td>{d.psi:.4f}</td>"
+        f"<td>{'n/a' if d.ks is None else f'{d.ks:.4f}'}</td><td>{'yes' if drifted else 'no'}</td></tr>"
+        for d, drifted in rows
     )
     figures = "\n".join(
         f'<figure><img src="{html.escape(name)}" alt="{html.escape(feature)}: reference against current">'
         f"<figcaption>{html.escape(feature)}</figcaption></figure>"
         for feature, name in images.items()
     )
-    drifted = sum(d.drifted for d in rows)
+    drifted = sum(drifted for _, drifted in rows)
     verdict = f"drift in {drifted} of {len(rows)} distributions" if drifted else "no drift"
-    first = rows[0]
     title = f"Drift: {html.escape(run.model_name)} {run.release_id}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -210,7 +209,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{
 tr.drifted{{background:#fde2e1}}figure{{display:inline-block;margin:1em}}</style></head>
 <body><h1>Drift of {html.escape(run.data_uri)}</h1>
 <p>Against release {run.release_id} of {html.escape(run.model_name)} ({report.rows} rows): {verdict}.
-Thresholds: PSI &gt; {first.psi_threshold}, KS &gt; {first.ks_threshold}.</p>
+Thresholds: PSI &gt; {report.psi_threshold}, KS &gt; {report.ks_threshold}.</p>
 <table><tr><th>feature</th><th>PSI</th><th>KS</th><th>drifted</th></tr>
 {body}
 </table>

@@ -69,6 +69,7 @@ __all__ = [
     "promote",
     "read_text",
     "served_release",
+    "stack_s3_credentials",
 ]
 
 LOCK_SECONDS = 15 * 60
@@ -111,6 +112,15 @@ class StackPlace:
         return (self.artifact_root, self.s3.endpoint_url) == (other.artifact_root, other.s3.endpoint_url)
 
 
+def stack_s3_credentials(stack: str) -> tuple[str | None, str | None]:
+    """The stack's own S3 keys: MLOPS_S3_ACCESS_KEY_ID_<STACK>, MLOPS_S3_SECRET_ACCESS_KEY_<STACK>."""
+    suffix = stack.upper().replace("-", "_")
+    return (
+        os.environ.get(f"MLOPS_S3_ACCESS_KEY_ID_{suffix}"),
+        os.environ.get(f"MLOPS_S3_SECRET_ACCESS_KEY_{suffix}"),
+    )
+
+
 def place_of(stack: str, root: Path) -> StackPlace:
     settings = load_stack_file(stack, root)
     tracking = settings.tracking.host_uri
@@ -120,9 +130,7 @@ def place_of(stack: str, root: Path) -> StackPlace:
             "mlops:tracking.host_tracking_uri (or mlops:tracking.node_port, or server_url)"
         )
     assert settings.artifacts is not None  # validated
-    suffix = stack.upper().replace("-", "_")
-    key_id = os.environ.get(f"MLOPS_S3_ACCESS_KEY_ID_{suffix}")
-    secret = os.environ.get(f"MLOPS_S3_SECRET_ACCESS_KEY_{suffix}")
+    key_id, secret = stack_s3_credentials(stack)
     s3 = S3Access(settings.artifacts.endpoint_url, key_id, secret, settings.artifacts.region)
     if settings.training is not None:
         model, alias = settings.training.model_name, settings.training.gates.champion_alias

@@ -16,24 +16,22 @@ because a copy or a restore of the bucket changes the times but not the versions
 from __future__ import annotations
 
 import json
-import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from infra.config import StackSettings, load_stack_file
+from infra.promotion import stack_s3_credentials
 from infra.stack_file import TRAINING_KEY, write_dataset
-from model.data import DatasetError, DatasetIdentity, S3Access, load_dataset, s3_client, split_s3_uri
-from model.errors import BadConfig, RegistryError
+from model.data import DatasetError, DatasetIdentity, S3Access, list_dataset_files, load_dataset
+from model.errors import BadConfig
 from model.retrain_trigger import EVENT_TYPE, RetrainPayload, describe_validation
 
 __all__ = ["Bump", "RetrainError", "bump_from_event", "dataset_versions", "newest_version", "read_event"]
 
-SUFFIXES = (".csv", ".parquet", ".pq")
-"""The formats model.data reads; other files under the prefix (_SUCCESS, README) are not versions."""
 # A key that may travel into a stack file, a branch's commit and a pull request's title.
 _SAFE_NAME = re.compile(r"^[^\x00-\x1f\x7f`|]+$")
 
@@ -139,12 +137,10 @@ def read_event(path: Path) -> RetrainPayload:
 
 def _access(settings: StackSettings) -> S3Access:
     """The stack's S3 endpoint, with MLOPS_S3_*_<STACK> credentials when set (as promotion reads them)."""
-    suffix = settings.stack.upper().replace("-", "_")
-    key_id = os.environ.get(f"MLOPS_S3_ACCESS_KEY_ID_{suffix}")
-    secret = os.environ.get(f"MLOPS_S3_SECRET_ACCESS_KEY_{suffix}")
+    key_id, secret = stack_s3_credentials(settings.stack)
     ambient = settings.dataset_access
     if key_id and secret:
-        return S3Access(ambient.endpoint_url, key_id, secret, ambient.region)
+        return replace(ambient, access_key_id=key_id, secret_access_key=secret)
     return ambient
 
 
@@ -156,36 +152,12 @@ def _version_key(name: str) -> tuple[tuple[int, int, str], ...]:
 def dataset_versions(prefix: str, access: S3Access) -> list[str]:
     """Every dataset file (URI) under `prefix`, oldest version first."""
     base = prefix if prefix.endswith("/") else prefix + "/"
-    names = _s3_names(base, access) if base.startswith("s3://") else _local_names(base)
-    usable = [n for n in names if n.lower().endswith(SUFFIXES) and _SAFE_NAME.match(n)]
-    return [base + name for name in sorted(usable, key=_version_key)]
-
-
-def _local_names(base: str) -> list[str]:
-    folder = Path(base.removeprefix("file://"))
-    if not folder.is_dir():
-        raise RetrainError(f"dataset prefix {base} is not a folder")
-    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-
-
-def _s3_names(base: str, access: S3Access) -> list[str]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, key_prefix = split_s3_uri(base)
-    key_prefix = key_prefix.lstrip("/")
-    names: list[str] = []
     try:
-        pages = s3_client(access).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
-        for page in pages:
-            names += [item["Key"][len(key_prefix) :] for item in page.get("Contents", [])]
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            raise RetrainError(f"cannot list the dataset prefix {base} ({code})") from None
-        raise RegistryError(f"listing the dataset prefix {base} failed: {exc}") from exc
-    except BotoCoreError as exc:
-        raise RegistryError(f"the dataset store of {base} could not be reached: {exc}") from exc
-    return names
+        uris = list_dataset_files(base, access)
+    except DatasetError as exc:
+        raise RetrainError(f"cannot list the dataset prefix: {exc}") from None
+    usable = [uri for uri in uris if _SAFE_NAME.match(uri[len(base) :])]
+    return sorted(usable, key=lambda uri: _version_key(uri[len(base) :]))
 
 
 def newest_version(versions: list[str], prefix: str, current: str) -> str | None:

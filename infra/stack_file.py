@@ -2,15 +2,18 @@
 
 A round trip through ruamel.yaml keeps the file's comments, key order and quoting: only the
 values of `mlops:release` (or the line of `mlops:training.dataset`) change, so the pull request
-that promotes a release (or retrains on newer data) is a diff of those lines. The new text is
-validated as stack config before it replaces the file, and the replacement is atomic (a
-temporary file renamed over it), so a failure leaves the file as it was.
+that promotes a release (or retrains on newer data) is a diff of those lines; a write that would
+change any other line is refused. The new text is validated as stack config before it replaces
+the file, and the replacement is atomic (a temporary file renamed over it), so a failure leaves
+the file as it was.
 """
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,52 +43,68 @@ def read_pin(stack_file: Path) -> PinnedRelease | None:
 
 def write_pin(stack_file: Path, pin: PinnedRelease) -> bool:
     """Set the stack's `mlops:release` to `pin`, changing nothing else; False if it already is."""
-    yaml = _yaml()
-    document = yaml.load(stack_file.read_text())
-    config = document.get("config")
-    if not isinstance(config, CommentedMap) or not isinstance(config.get(RELEASE_KEY), CommentedMap):
-        raise ConfigError(
-            f"{stack_file.name} has no {RELEASE_KEY} mapping: only a stack that serves a pinned "
-            "release can be promoted to (add the mapping, or promote to another stack)"
-        )
-    current: CommentedMap = config[RELEASE_KEY]
     wanted: dict[str, Any] = pin.model_dump(mode="json", exclude_defaults=True)
-    if all(_same(current.get(key), value) for key, value in wanted.items()):
-        return False
-    for key, value in wanted.items():
-        # Assigning keeps the key's position and comments; a str keeps its quoting style when
-        # the old value had one (preserve_quotes), so "7" stays "7".
-        old = current.get(key)
-        current[key] = type(old)(value) if isinstance(old, str) and isinstance(value, str) else value
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    _replace_checked(stack_file, buffer.getvalue())
-    return True
+
+    def mutate(config: Any) -> int:
+        current = config.get(RELEASE_KEY) if isinstance(config, CommentedMap) else None
+        if not isinstance(current, CommentedMap):
+            raise ConfigError(
+                f"{stack_file.name} has no {RELEASE_KEY} mapping: only a stack that serves a pinned "
+                "release can be promoted to (add the mapping, or promote to another stack)"
+            )
+        changed = {key: value for key, value in wanted.items() if not _same(current.get(key), value)}
+        for key, value in changed.items():
+            current[key] = _like(current.get(key), value)
+        return len(changed)
+
+    return _edit(stack_file, mutate, f"{RELEASE_KEY} to release {pin.release_id}")
 
 
 def write_dataset(stack_file: Path, uri: str) -> bool:
     """Set the stack's `mlops:training.dataset` to `uri`, changing no other line; False if it already is."""
+
+    def mutate(config: Any) -> int:
+        training = config.get(TRAINING_KEY) if isinstance(config, CommentedMap) else None
+        if not isinstance(training, CommentedMap) or "dataset" not in training:
+            raise ConfigError(
+                f"{stack_file.name} has no {TRAINING_KEY}.dataset: only a training stack has one"
+            )
+        if str(training["dataset"]) == uri:
+            return 0
+        training["dataset"] = _like(training["dataset"], uri)
+        return 1
+
+    return _edit(stack_file, mutate, f"{TRAINING_KEY}.dataset to {uri}")
+
+
+def _edit(stack_file: Path, mutate: Callable[[Any], int], what: str) -> bool:
+    """Let `mutate` set values in the file's `config`, then write the file back if it set any.
+
+    `mutate` returns how many values it set; the new text may differ from the old in at most as
+    many lines (one per value), so a round trip that would reformat anything else is refused.
+    """
     yaml = _yaml()
     text = stack_file.read_text()
     document = yaml.load(text)
-    config = document.get("config")
-    training = config.get(TRAINING_KEY) if isinstance(config, CommentedMap) else None
-    if not isinstance(training, CommentedMap) or "dataset" not in training:
-        raise ConfigError(f"{stack_file.name} has no {TRAINING_KEY}.dataset: only a training stack has one")
-    old = training["dataset"]
-    if str(old) == uri:
+    values = mutate(document.get("config"))
+    if not values:
         return False
-    training["dataset"] = type(old)(uri) if isinstance(old, str) else uri  # keeps its quoting
     buffer = io.StringIO()
     yaml.dump(document, buffer)
-    before, after = text.splitlines(), buffer.getvalue().splitlines()
-    if len(before) != len(after) or sum(a != b for a, b in zip(before, after, strict=True)) != 1:
-        raise ConfigError(
-            f"{stack_file.name}: writing {TRAINING_KEY}.dataset would reformat other lines; "
-            f"set it by hand to {uri}"
-        )
+    if _lines_changed(text, buffer.getvalue()) > values:
+        raise ConfigError(f"{stack_file.name}: writing {what} would reformat other lines; set it by hand")
     _replace_checked(stack_file, buffer.getvalue())
     return True
+
+
+def _lines_changed(before: str, after: str) -> int:
+    matcher = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False)
+    return sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal")
+
+
+def _like(old: Any, new: Any) -> Any:
+    """`new` in the string type of `old`, so a quoted value keeps its quotes: "7" stays "7"."""
+    return type(old)(new) if isinstance(old, str) and isinstance(new, str) else new
 
 
 def _same(old: Any, new: Any) -> bool:

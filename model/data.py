@@ -21,6 +21,7 @@ from model.errors import BadConfig, RegistryError
 
 __all__ = [
     "BUNDLED",
+    "DATASET_SUFFIXES",
     "Dataset",
     "DatasetError",
     "DatasetIdentity",
@@ -29,6 +30,7 @@ __all__ = [
     "content_hash",
     "identify_dataset",
     "is_local",
+    "list_dataset_files",
     "load_dataset",
     "s3_client",
     "split_dataset",
@@ -37,6 +39,8 @@ __all__ = [
 
 BUNDLED = ("breast_cancer", "diabetes", "iris", "wine")
 """Datasets shipped inside scikit-learn: usable with no network at all."""
+DATASET_SUFFIXES = (".csv", ".parquet", ".pq")
+"""The file formats a dataset URI may name (case-insensitive)."""
 
 
 class DatasetError(BadConfig):
@@ -168,6 +172,28 @@ def _local_path(uri: str) -> Path:
     return path
 
 
+def list_dataset_files(prefix: str, access: S3Access | None = None) -> list[str]:
+    """The URI of every dataset file (a DATASET_SUFFIXES name) under `prefix`, at any depth, unsorted.
+
+    `prefix` is an s3:// prefix or a folder; other files there (_SUCCESS, README) are left out.
+    """
+    base = prefix if prefix.endswith("/") else prefix + "/"
+    if base.startswith("s3://"):
+        bucket, key_prefix = split_s3_uri(base)
+
+        def keys(client: Any) -> list[str]:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
+            return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+        names = [key[len(key_prefix) :] for key in _s3_call(base, access, keys)]
+    else:
+        folder = Path(base.removeprefix("file://"))
+        if not folder.is_dir():
+            raise DatasetError(f"dataset folder {folder} does not exist")
+        names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    return [base + name for name in names if name.lower().endswith(DATASET_SUFFIXES)]
+
+
 def _read(uri: str, access: S3Access | None) -> bytes:
     if uri.startswith("s3://"):
         bucket, key = split_s3_uri(uri)
@@ -229,14 +255,12 @@ class _IdentityCache:
 
 def _read_bytes(uri: str, data: bytes) -> pd.DataFrame:
     suffix = Path(urlparse(uri).path).suffix.lower()
+    if suffix not in DATASET_SUFFIXES:
+        raise DatasetError(f"dataset {uri}: unsupported format {suffix or '(none)'}; use .csv or .parquet")
     try:
-        if suffix == ".csv":
-            return pd.read_csv(io.BytesIO(data))
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(io.BytesIO(data))
+        return pd.read_csv(io.BytesIO(data)) if suffix == ".csv" else pd.read_parquet(io.BytesIO(data))
     except Exception as exc:
         raise DatasetError(f"dataset {uri} could not be parsed as {suffix}: {exc}") from exc
-    raise DatasetError(f"dataset {uri}: unsupported format {suffix or '(none)'}; use .csv or .parquet")
 
 
 def s3_client(access: S3Access | None = None) -> Any:

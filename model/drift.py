@@ -21,9 +21,9 @@ at positions floor and ceil of p_k(n-1), so F(q_k) >= p_k - 1/n and F just below
 
 Both scores come from one pass per column: each value is located once among the profile's
 points (`Grid.locate`, a `searchsorted`), the locations are counted (`bincount`), and PSI and
-KS are read from the counts. The model server counts its sliding window of recent rows with
-the same code (model/server/drift_monitor.py), so its figures are the ones `score` gives for
-the same rows.
+KS are read from the counts. A `Scorer` holds a profile's grids and prediction bins, built
+once; `score` uses one, and so does the model server for its sliding window of recent rows
+(model/server/drift_monitor.py), so its figures are the ones `score` gives for the same rows.
 
 Only numpy is imported at run time: the model server imports this module.
 """
@@ -31,7 +31,8 @@ Only numpy is imported at run time: the model server imports this module.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,9 @@ __all__ = [
     "Grid",
     "ProfileError",
     "ReferenceProfile",
+    "Scorer",
     "build_profile",
+    "check_thresholds",
     "feature_matrix",
     "histogram",
     "psi",
@@ -421,21 +424,12 @@ class ClassBins:
 
 @dataclass(frozen=True)
 class FeatureDrift:
+    """PSI and KS of one distribution (a feature or the predictions) against its profile."""
+
     name: str
     psi: float
     ks: float | None
     """None: the profile has no quantiles (version 1) or the predictions are classes."""
-    psi_threshold: float
-    ks_threshold: float
-    drifted: bool
-    """PSI above its threshold, or KS above its threshold."""
-
-    @classmethod
-    def judge(
-        cls, name: str, psi: float, ks: float | None, psi_threshold: float, ks_threshold: float
-    ) -> FeatureDrift:
-        drifted = psi > psi_threshold or (ks is not None and ks > ks_threshold)
-        return cls(name, psi, ks, psi_threshold, ks_threshold, drifted)
 
 
 @dataclass(frozen=True)
@@ -444,14 +438,33 @@ class DriftReport:
     prediction: FeatureDrift | None
     """None when no predictions were scored (or the profile has none)."""
     rows: int
-    drifted: bool
-    """Any feature, or the predictions, drifted."""
-    ks_error_bounds: dict[str, float] = field(default_factory=dict)
-    """Per feature with a quantile grid: how far its KS may be from the exact statistic."""
+    psi_threshold: float
+    ks_threshold: float
+
+    @property
+    def distributions(self) -> list[FeatureDrift]:
+        """The features in the profile's order, then the predictions when they were scored."""
+        return [*self.features, *([self.prediction] if self.prediction is not None else [])]
+
+    def is_drifted(self, distribution: FeatureDrift) -> bool:
+        """PSI above its threshold, or KS above its threshold."""
+        ks = distribution.ks
+        return distribution.psi > self.psi_threshold or (ks is not None and ks > self.ks_threshold)
+
+    @property
+    def drifted(self) -> bool:
+        """Any feature, or the predictions, drifted."""
+        return any(self.is_drifted(d) for d in self.distributions)
 
     @property
     def drifted_features(self) -> list[str]:
-        return [f.name for f in self.features if f.drifted]
+        return [f.name for f in self.features if self.is_drifted(f)]
+
+
+def check_thresholds(psi_threshold: float, ks_threshold: float) -> None:
+    """Refuse thresholds no statistic can be judged by: negative, infinite or NaN (never exceeded)."""
+    if not all(math.isfinite(t) and t >= 0 for t in (psi_threshold, ks_threshold)):
+        raise DriftError(f"thresholds must be >= 0 and finite (got PSI {psi_threshold}, KS {ks_threshold})")
 
 
 def feature_matrix(profile: ReferenceProfile, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -504,6 +517,81 @@ def _refuse_non_finite(values: np.ndarray, names: Sequence[str]) -> None:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class Scorer:
+    """A profile's grids and prediction bins, built once, to score any number of row sets.
+
+    `score` uses one for a dataset, the model server one for its window of recent rows.
+    """
+
+    profile: ReferenceProfile
+    grids: tuple[Grid, ...]
+    """Per feature, in the profile's order."""
+    prediction: Grid | ClassBins | None
+    """Classes (classification), a grid (regression), or None: the profile has no predictions."""
+
+    @classmethod
+    def of(cls, profile: ReferenceProfile) -> Scorer:
+        prediction: Grid | ClassBins | None = None
+        if profile.class_frequencies is not None:
+            prediction = ClassBins.of(profile.class_frequencies)
+        elif profile.prediction is not None:
+            prediction = Grid.of(profile.prediction)
+        return cls(profile, tuple(Grid.of(f) for f in profile.features), prediction)
+
+    def features(self, columns: Iterable[np.ndarray]) -> list[FeatureDrift]:
+        """PSI and KS of each feature's values (`columns` in the profile's order)."""
+        out = []
+        for grid, column in zip(self.grids, columns, strict=True):
+            counts = grid.count(column)
+            out.append(FeatureDrift(grid.name, grid.psi(counts), grid.ks(counts)))
+        return out
+
+    def prediction_drift(self, counts: np.ndarray) -> FeatureDrift:
+        """PSI (and KS for regression) of predictions counted per code of `self.prediction`."""
+        bins = self.prediction
+        if bins is None:
+            raise DriftError("the reference profile has no prediction distribution")
+        ks = bins.ks(counts) if isinstance(bins, Grid) else None
+        return FeatureDrift("prediction", bins.psi(counts), ks)
+
+    def prediction_shares(self, counts: np.ndarray) -> dict[str, float]:
+        """Share of the counted predictions per class label (classification) or per PSI bin index."""
+        bins, total = self.prediction, counts.sum()
+        if bins is None or not total:
+            return {}
+        if isinstance(bins, ClassBins):
+            return {label: float(counts[i] / total) for i, label in enumerate(bins.labels)}
+        return {str(i): float(n / total) for i, n in enumerate(bins.bin_counts(counts))}
+
+    def score(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        predictions: np.ndarray | None = None,
+        psi_threshold: float = DEFAULT_PSI_THRESHOLD,
+        ks_threshold: float = DEFAULT_KS_THRESHOLD,
+    ) -> DriftReport:
+        """PSI and KS of `X` (and PSI, plus KS for regression, of `predictions`), judged by the thresholds."""
+        check_thresholds(psi_threshold, ks_threshold)
+        values = feature_matrix(self.profile, X)
+        features = self.features(np.ascontiguousarray(values[:, j]) for j in range(values.shape[1]))
+        prediction = None
+        if predictions is not None:
+            prediction = self._score_predictions(np.asarray(predictions), len(values))
+        return DriftReport(features, prediction, len(values), psi_threshold, ks_threshold)
+
+    def _score_predictions(self, predictions: np.ndarray, rows: int) -> FeatureDrift | None:
+        if len(predictions) != rows:
+            raise DriftError(f"{len(predictions)} predictions for {rows} rows")
+        bins = self.prediction
+        if bins is None:
+            return None
+        if isinstance(bins, Grid):
+            predictions = predictions.astype(np.float64)
+            _refuse_non_finite(predictions.reshape(-1, 1), ["prediction"])
+        return self.prediction_drift(bins.count(predictions))
+
+
 def score(
     profile: ReferenceProfile,
     X: pd.DataFrame | np.ndarray,
@@ -511,39 +599,8 @@ def score(
     psi_threshold: float = DEFAULT_PSI_THRESHOLD,
     ks_threshold: float = DEFAULT_KS_THRESHOLD,
 ) -> DriftReport:
-    """PSI and KS of `X` (and PSI, plus KS for regression, of `predictions`) against `profile`."""
-    values = feature_matrix(profile, X)
-    features = []
-    for j, feature in enumerate(profile.features):
-        grid = Grid.of(feature)
-        counts = grid.count(np.ascontiguousarray(values[:, j]))
-        features.append(
-            FeatureDrift.judge(feature.name, grid.psi(counts), grid.ks(counts), psi_threshold, ks_threshold)
-        )
-    prediction = None
-    if predictions is not None:
-        prediction = _score_predictions(
-            profile, np.asarray(predictions), len(values), psi_threshold, ks_threshold
-        )
-    bounds = {f.name: b for f in profile.features if (b := f.ks_error_bound)}
-    drifted = any(f.drifted for f in features) or (prediction is not None and prediction.drifted)
-    return DriftReport(features, prediction, len(values), drifted, bounds)
+    """PSI and KS of `X` (and PSI, plus KS for regression, of `predictions`) against `profile`.
 
-
-def _score_predictions(
-    profile: ReferenceProfile, predictions: np.ndarray, rows: int, psi_threshold: float, ks_threshold: float
-) -> FeatureDrift | None:
-    if len(predictions) != rows:
-        raise DriftError(f"{len(predictions)} predictions for {rows} rows")
-    if profile.class_frequencies is not None:
-        bins = ClassBins.of(profile.class_frequencies)
-        return FeatureDrift.judge(
-            "prediction", bins.psi(bins.count(predictions)), None, psi_threshold, ks_threshold
-        )
-    if profile.prediction is None:
-        return None
-    values = predictions.astype(np.float64)
-    _refuse_non_finite(values.reshape(-1, 1), ["prediction"])
-    grid = Grid.of(profile.prediction)
-    counts = grid.count(values)
-    return FeatureDrift.judge("prediction", grid.psi(counts), grid.ks(counts), psi_threshold, ks_threshold)
+    Scoring several row sets against one profile: build a `Scorer` once and call its `score`.
+    """
+    return Scorer.of(profile).score(X, predictions, psi_threshold, ks_threshold)

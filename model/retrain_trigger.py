@@ -49,6 +49,8 @@ from pydantic import (
     field_validator,
 )
 
+from model.validation import describe_errors
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -176,12 +178,7 @@ class _DriftLabels(BaseModel):
 
 def describe_validation(exc: ValidationError, limit: int = 3) -> str:
     """The first problems as `dotted.key: message`, never echoing the value received."""
-    parts = []
-    for error in exc.errors()[:limit]:
-        key = ".".join(str(part) for part in error["loc"]) or "(body)"
-        parts.append(f"{key}: {error['msg'].removeprefix('Value error, ')}")
-    more = len(exc.errors()) - limit
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    return describe_errors(exc, limit=limit, show_values=False, root_label="(body)")
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -627,13 +624,13 @@ class _Endpoints:
             self.ready = False
 
 
-def create_app(settings: TriggerSettings, dispatch: Dispatch | None = None) -> Any:
-    """The ASGI app (Starlette). `dispatch` replaces GitHub for embedders; default: the real API."""
+def create_app(settings: TriggerSettings) -> Any:
+    """The ASGI app (Starlette), dispatching to GitHub's API."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     github = GitHubDispatcher(settings)
-    endpoints = _Endpoints(settings, RetrainTrigger(settings, dispatch or github), github)
+    endpoints = _Endpoints(settings, RetrainTrigger(settings, github), github)
     routes = [
         Route(WEBHOOK_PATH, endpoints.alertmanager, methods=["POST"]),
         Route("/healthz", endpoints.healthz, methods=["GET"]),
@@ -683,50 +680,58 @@ def serve(settings: TriggerSettings) -> None:
     Server(config).run()
 
 
-def _option(variable: str, help: str) -> Any:
+def _option(name: str, help: str) -> Any:
+    """A flag, else MLOPS_RETRAIN_<NAME>; unset stays None, so TriggerSettings gives the default."""
     import typer
 
-    return typer.Option(envvar=f"MLOPS_RETRAIN_{variable}", help=help, show_default=True)
+    field = TriggerSettings.model_fields[name]
+    default = None if field.is_required() else field.default
+    shown = ",".join(sorted(default)) if isinstance(default, frozenset) else default
+    return typer.Option(
+        envvar=f"MLOPS_RETRAIN_{name.upper()}", help=help, show_default=False if shown is None else str(shown)
+    )
 
 
 def main(
-    repository: Annotated[str, _option("REPOSITORY", "owner/name of the repository with retrain.yml.")],
-    stack: Annotated[str, _option("STACK", "The stack whose dataset the workflow bumps.")] = "dev",
-    github_api_url: Annotated[str, _option("GITHUB_API_URL", "GitHub's REST API.")] = GITHUB_API,
-    alert_names: Annotated[str, _option("ALERT_NAMES", "Comma-separated alert names.")] = DEFAULT_ALERT,
+    repository: Annotated[str, _option("repository", "owner/name of the repository with retrain.yml.")],
+    stack: Annotated[str | None, _option("stack", "The stack whose dataset the workflow bumps.")] = None,
+    github_api_url: Annotated[str | None, _option("github_api_url", "GitHub's REST API.")] = None,
+    alert_names: Annotated[str | None, _option("alert_names", "Comma-separated alert names.")] = None,
     min_interval_seconds: Annotated[
-        float, _option("MIN_INTERVAL_SECONDS", "At most one dispatch per model this often.")
-    ] = 6 * 3600,
-    host: Annotated[str, _option("HOST", "Address to bind.")] = "0.0.0.0",
-    port: Annotated[int, _option("PORT", "Port for the webhook, health and /metrics.")] = 8080,
-    max_body_bytes: Annotated[int, _option("MAX_BODY_BYTES", "Largest webhook body (413 beyond).")] = 1 << 20,
-    max_episodes: Annotated[int, _option("MAX_EPISODES", "Alert episodes remembered.")] = 10_000,
+        float | None, _option("min_interval_seconds", "At most one dispatch per model this often.")
+    ] = None,
+    host: Annotated[str | None, _option("host", "Address to bind.")] = None,
+    port: Annotated[int | None, _option("port", "Port for the webhook, health and /metrics.")] = None,
+    max_body_bytes: Annotated[
+        int | None, _option("max_body_bytes", "Largest webhook body (413 beyond).")
+    ] = None,
+    max_episodes: Annotated[int | None, _option("max_episodes", "Alert episodes remembered.")] = None,
     github_timeout_seconds: Annotated[
-        float, _option("GITHUB_TIMEOUT_SECONDS", "Bound on one GitHub call (502 beyond).")
-    ] = 10.0,
-    log_level: Annotated[str, _option("LOG_LEVEL", "debug, info, warning or error.")] = "info",
+        float | None, _option("github_timeout_seconds", "Bound on one GitHub call (502 beyond).")
+    ] = None,
+    log_level: Annotated[str | None, _option("log_level", "debug, info, warning or error.")] = None,
 ) -> None:
     """Receive Alertmanager's webhook and dispatch `mlops-retrain` to GitHub. Tokens: env only."""
     import typer
 
+    names = None if alert_names is None else {n.strip() for n in alert_names.split(",") if n.strip()}
+    given = {
+        "repository": repository,
+        "github_token": os.environ.get(GITHUB_TOKEN_ENV, ""),
+        "webhook_token": os.environ.get(WEBHOOK_TOKEN_ENV, ""),
+        "github_api_url": github_api_url,
+        "stack": stack,
+        "alert_names": names,
+        "min_interval_seconds": min_interval_seconds,
+        "host": host,
+        "port": port,
+        "max_body_bytes": max_body_bytes,
+        "max_episodes": max_episodes,
+        "github_timeout_seconds": github_timeout_seconds,
+        "log_level": None if log_level is None else log_level.lower(),
+    }
     try:
-        settings = TriggerSettings.model_validate(
-            {
-                "repository": repository,
-                "github_token": os.environ.get(GITHUB_TOKEN_ENV, ""),
-                "webhook_token": os.environ.get(WEBHOOK_TOKEN_ENV, ""),
-                "github_api_url": github_api_url,
-                "stack": stack,
-                "alert_names": frozenset(n.strip() for n in alert_names.split(",") if n.strip()),
-                "min_interval_seconds": min_interval_seconds,
-                "host": host,
-                "port": port,
-                "max_body_bytes": max_body_bytes,
-                "max_episodes": max_episodes,
-                "github_timeout_seconds": github_timeout_seconds,
-                "log_level": log_level.lower(),
-            }
-        )
+        settings = TriggerSettings.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         typer.echo(f"error: invalid settings: {describe_validation(exc, limit=10)}", err=True)
         raise typer.Exit(2) from None

@@ -19,6 +19,7 @@ from pydantic import (
 
 from model.errors import BadConfig
 from model.estimators import EstimatorError, Task, build_pipeline, estimator_info
+from model.validation import describe_errors
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -169,15 +170,3 @@ def load_spec_file(path: Path) -> TrainingSpec:
         return TrainingSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"spec file {path}: {describe_errors(exc)}") from None
-
-
-def describe_errors(exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem: the dotted key, what was wrong and the value received."""
-    lines = []
-    for error in exc.errors():
-        key = prefix + ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        value = error.get("input")
-        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
-        lines.append(f"{key or '(root)'}: {message}{shown}")
-    return "; ".join(lines)

@@ -28,6 +28,8 @@ from model.server.tensors import RAW_DTYPES
 
 __all__ = [
     "V2_KINDS",
+    "V2_OUTPUTS",
+    "V2_PARAM_KEYS",
     "Decoded",
     "Decoder",
     "TensorIn",
@@ -40,10 +42,12 @@ __all__ = [
 FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _PARAM_KEYS = frozenset({"probabilities"})
-_V2_PARAM_KEYS = frozenset({"probabilities", "binary_data_output"})
+V2_PARAM_KEYS = frozenset({"probabilities", "binary_data_output"})
+"""Request parameters the V2 protocol takes (JSON over HTTP and gRPC alike)."""
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _V2_TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
-_V2_OUTPUTS = ("predict", "predict_proba")
+V2_OUTPUTS = ("predict", "predict_proba")
+"""Outputs a V2 request may name; with probabilities and none named, both in this order."""
 V2_KINDS: dict[str, ColumnKind] = {"FP64": "double", "FP32": "float", "INT64": "long", "INT32": "integer"}
 _NARROWNESS: dict[ColumnKind, int] = {"double": 0, "float": 1, "long": 2, "integer": 3}
 _CSV_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -617,14 +621,14 @@ class Decoder:
         return V2Request(X if order is None else X[:, order], outputs, request_id, binary_outputs)
 
     def _v2_params(self, params: Any) -> _V2Params:
-        flags = _flags(params, "parameters", _V2_PARAM_KEYS)
+        flags = _flags(params, "parameters", V2_PARAM_KEYS)
         return _V2Params(flags.get("probabilities", False), flags.get("binary_data_output", False))
 
     def _v2_outputs(
         self, outputs: Any, probabilities: bool, binary: bool
     ) -> tuple[tuple[str, ...], frozenset[str]]:
         if outputs is None:
-            default = _V2_OUTPUTS if probabilities else ("predict",)
+            default = V2_OUTPUTS if probabilities else ("predict",)
             return default, frozenset(default) if binary else frozenset()
         if type(outputs) is not list or not outputs:
             raise _bad("invalid_structure", "outputs must be a non-empty array of {name}", field="outputs")
@@ -637,10 +641,10 @@ class Decoder:
                     "invalid_structure", "each requested output is an object with a name", field="outputs"
                 )
             where = f"outputs[{len(names)}]"
-            if name not in _V2_OUTPUTS:
+            if name not in V2_OUTPUTS:
                 raise _bad(
                     "unknown_output",
-                    f"{where} names an unknown output; allowed: {', '.join(_V2_OUTPUTS)}",
+                    f"{where} names an unknown output; allowed: {', '.join(V2_OUTPUTS)}",
                     field=where,
                 )
             wants_binary = binary

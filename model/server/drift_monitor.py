@@ -7,13 +7,13 @@ the oldest row is overwritten once the ring is full. The request path only appen
 pending list, which is folded into the ring in one vectorised copy once FOLD_ROWS rows have
 gathered (scheduled after the response is computed) and before every scrape.
 
-PSI and KS are computed when /metrics is scraped, by the code that scores a whole dataset
-(`model.drift.Grid.count`, then `psi` and `ks`), so a scrape shows exactly what `score`
-gives for the window's rows. Why values rather than bin indices with running counts: locating
-a row among a 1,001-point KS grid costs a binary search per feature, which measured 20-40 us
-per single-row request on 30 features (a quarter of the request; the copy costs about 2 us),
-while a scrape recounts a 5,000-row window of 30 features in 7-15 ms, once per scrape
-interval, off the event loop (benchmarks/drift_scoring.py, docs/drift.md).
+PSI and KS are computed when /metrics is scraped, by the `model.drift.Scorer` that scores a
+whole dataset, so a scrape shows exactly what `score` gives for the window's rows. Why values
+rather than bin indices with running counts: locating a row among a 1,001-point KS grid costs
+a binary search per feature, which measured 20-40 us per single-row request on 30 features
+(a quarter of the request; the copy costs about 2 us), while a scrape recounts a 5,000-row
+window of 30 features in 7-15 ms, once per scrape interval, off the event loop
+(benchmarks/drift_scoring.py, docs/drift.md).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from model.artifact import PROFILE_FILE
-from model.drift import ClassBins, DriftError, Grid, ReferenceProfile, read_profile
-from model.server.settings import MAX_DRIFT_WINDOW_ROWS
+from model.drift import ClassBins, DriftError, FeatureDrift, ReferenceProfile, Scorer, read_profile
 
 __all__ = ["FOLD_ROWS", "DriftMonitor", "DriftSnapshot", "open_monitor"]
 
@@ -43,23 +42,18 @@ class DriftSnapshot:
     """The window against the reference, as the /metrics scrape exports it."""
 
     rows: int
-    psi: dict[str, float]
+    features: list[FeatureDrift]
     """Per feature, in the profile's order (empty while the window is empty)."""
-    ks: dict[str, float]
-    """Per feature whose profile has quantiles (version 2)."""
-    prediction_psi: float | None
+    prediction: FeatureDrift | None
     """None while the window is empty, or when the profile has no prediction distribution."""
     prediction_shares: dict[str, float]
     """Share of the window's predictions per class label (classification) or per bin index."""
 
 
-def open_monitor(folder: Path | None, feature_names: Sequence[str], window_rows: int) -> DriftMonitor | None:
+def open_monitor(folder: Path, feature_names: Sequence[str], window_rows: int) -> DriftMonitor | None:
     """The monitor for a release folder, or None (logged once) when drift monitoring is off."""
     if window_rows == 0:
         log.info("drift monitoring off: the drift window is 0 rows")
-        return None
-    if folder is None:
-        log.info("drift monitoring off: the release was not loaded from a folder")
         return None
     try:
         profile = read_profile(folder / PROFILE_FILE)
@@ -72,24 +66,20 @@ def open_monitor(folder: Path | None, feature_names: Sequence[str], window_rows:
 
 
 class DriftMonitor:
-    """The window of one served release; `record` on the request path, `snapshot` per scrape."""
+    """The window of one served release; `record` on the request path, `snapshot` per scrape.
+
+    `window_rows` is ServerSettings.drift_window_rows, already checked to be in range (and not 0).
+    """
 
     def __init__(self, profile: ReferenceProfile, feature_names: Sequence[str], window_rows: int) -> None:
-        if not 0 < window_rows <= MAX_DRIFT_WINDOW_ROWS:
-            raise ValueError(f"window_rows must be 1-{MAX_DRIFT_WINDOW_ROWS}, got {window_rows}")
         if profile.feature_names != list(feature_names):
             raise DriftError(
                 "the reference profile's features differ from the model's signature "
                 f"({profile.feature_names} against {list(feature_names)})"
             )
         self.window_rows = window_rows
-        self._grids = [Grid.of(f) for f in profile.features]
-        self._prediction: Grid | ClassBins | None = None
-        if profile.class_frequencies is not None:
-            self._prediction = ClassBins.of(profile.class_frequencies)
-        elif profile.prediction is not None:
-            self._prediction = Grid.of(profile.prediction)
-        self._values = np.zeros((len(self._grids), window_rows))
+        self.scorer = Scorer.of(profile)
+        self._values = np.zeros((len(profile.features), window_rows))
         self._predictions = np.zeros(window_rows)
         """Class bins (classification) or predicted values (regression)."""
         self._head = 0
@@ -103,11 +93,6 @@ class DriftMonitor:
         # Requests fold on the event loop, scrapes read from a worker thread: the lock keeps a
         # scrape from copying the ring halfway through a fold.
         self._lock = threading.Lock()
-
-    @property
-    def rows(self) -> int:
-        """Rows in the window (pending rows not yet folded in are not counted)."""
-        return self._filled
 
     def record(self, X: np.ndarray, predictions: np.ndarray) -> bool:
         """Queue a request's rows and predictions; True when the caller should schedule `fold`."""
@@ -134,9 +119,9 @@ class DriftMonitor:
                 else np.concatenate(pending_predictions)
             )
             X, predictions = X[-self.window_rows :], predictions[-self.window_rows :]
-            if isinstance(self._prediction, ClassBins):
-                predictions = self._prediction.locate(predictions)
-            elif self._prediction is None:
+            if isinstance(self.scorer.prediction, ClassBins):
+                predictions = self.scorer.prediction.locate(predictions)
+            elif self.scorer.prediction is None:
                 predictions = np.zeros(len(X))
             # Up to the ring's end, then from its start: two slice copies, no fancy indexing.
             head, rows = self._head, len(X)
@@ -162,24 +147,16 @@ class DriftMonitor:
         values, predictions = self.window()
         rows = len(predictions)
         if rows == 0:
-            return DriftSnapshot(0, {}, {}, None, {})
-        psi, ks = {}, {}
-        for grid, column in zip(self._grids, values, strict=True):
-            counts = grid.count(column)
-            psi[grid.name] = grid.psi(counts)
-            if (value := grid.ks(counts)) is not None:
-                ks[grid.name] = value
-        prediction_psi, shares = self._prediction_figures(predictions)
-        return DriftSnapshot(rows, psi, ks, prediction_psi, shares)
-
-    def _prediction_figures(self, predictions: np.ndarray) -> tuple[float | None, dict[str, float]]:
-        bins = self._prediction
+            return DriftSnapshot(0, [], None, {})
+        features = self.scorer.features(values)
+        bins = self.scorer.prediction
         if bins is None:
-            return None, {}
+            return DriftSnapshot(rows, features, None, {})
+        # The ring holds class bins (located when folded) for classifiers, values for regressors.
         if isinstance(bins, ClassBins):
             counts = np.bincount(predictions.astype(np.intp), minlength=bins.codes)
-            shares = {label: float(counts[i] / len(predictions)) for i, label in enumerate(bins.labels)}
-            return bins.psi(counts), shares
-        counts = bins.count(predictions)
-        per_bin = bins.bin_counts(counts) / len(predictions)
-        return bins.psi(counts), {str(i): float(share) for i, share in enumerate(per_bin)}
+        else:
+            counts = bins.count(predictions)
+        return DriftSnapshot(
+            rows, features, self.scorer.prediction_drift(counts), self.scorer.prediction_shares(counts)
+        )

@@ -30,7 +30,7 @@ from open_inference.grpc.service import (
 )
 
 from model.server.app import server_metadata, v2_metadata, v2_outputs
-from model.server.decode import _V2_OUTPUTS, _V2_PARAM_KEYS, TensorIn, tensor_kind, tensor_shape
+from model.server.decode import V2_OUTPUTS, V2_PARAM_KEYS, TensorIn, tensor_kind, tensor_shape
 from model.server.errors import RequestError, internal_error
 from model.server.tensors import RAW_DTYPES, encode_output, output_datatype
 
@@ -215,10 +215,10 @@ def _parameters(parameters: Any) -> bool:
     """Request parameters: `probabilities` (bool); `binary_data_output` is accepted and moot
     (gRPC answers raw bytes whenever the request sent them)."""
     for position, key in enumerate(sorted(parameters)):
-        if key not in _V2_PARAM_KEYS:
+        if key not in V2_PARAM_KEYS:
             raise _bad(
                 "unknown_param",
-                f"parameters[{position}] is an unknown key; allowed: {', '.join(sorted(_V2_PARAM_KEYS))}",
+                f"parameters[{position}] is an unknown key; allowed: {', '.join(sorted(V2_PARAM_KEYS))}",
                 f"parameters[{position}]",
             )
         if parameters[key].WhichOneof("parameter_choice") != "bool_param":
@@ -228,13 +228,13 @@ def _parameters(parameters: Any) -> bool:
 
 def _requested_outputs(outputs: Any, probabilities: bool) -> tuple[str, ...]:
     if not outputs:
-        return _V2_OUTPUTS if probabilities else ("predict",)
+        return V2_OUTPUTS if probabilities else ("predict",)
     names: list[str] = []
     for position, output in enumerate(outputs):
-        if output.name not in _V2_OUTPUTS:
+        if output.name not in V2_OUTPUTS:
             raise _bad(
                 "unknown_output",
-                f"outputs[{position}] names an unknown output; allowed: {', '.join(_V2_OUTPUTS)}",
+                f"outputs[{position}] names an unknown output; allowed: {', '.join(V2_OUTPUTS)}",
                 f"outputs[{position}]",
             )
         for key in output.parameters:

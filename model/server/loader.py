@@ -50,8 +50,10 @@ class LoadedRelease:
     runtime_reason: str
     example: np.ndarray
     """The model's serving_input_example.json, decoded: the readiness self-test's rows."""
-    folder: Path | None = None
-    """The local release folder (reference profile and records); None for a release built in memory."""
+    folder: Path
+    """The local release folder (reference profile and records)."""
+    target: str | None
+    """The target column the release was trained on (its spec's `target`)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ def _is_transient(exc: BaseException) -> bool:
 def _download_s3(uri: str, scratch: Path, retry: RetryPolicy, sleep: Callable[[float], None]) -> Path:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from model.data import s3_client
+    from model.data import s3_client, split_s3_uri
 
-    parsed = urlparse(uri)
-    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    bucket, prefix = split_s3_uri(uri)
+    prefix = prefix.rstrip("/")
     target = Path(tempfile.mkdtemp(prefix="mlops-release-", dir=scratch))
     delay = retry.first_delay
     for attempt in range(1, retry.attempts + 1):
@@ -313,4 +315,5 @@ def load_release(
         runtime_reason=choice.reason,
         example=example,
         folder=folder,
+        target=metadata.spec.get("target"),
     )

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from model.server.drift_monitor import DriftSnapshot
 
-__all__ = ["DriftCollector", "ServerMetrics"]
+__all__ = ["ServerMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -132,12 +132,12 @@ class DriftCollector(Collector):
         snap = self._snapshot()
         psi, ks, rows, prediction_psi, shares = self._families()
         rows.add_metric([], snap.rows)
-        for name, value in snap.psi.items():
-            psi.add_metric([name], value)
-        for name, value in snap.ks.items():
-            ks.add_metric([name], value)
-        if snap.prediction_psi is not None:
-            prediction_psi.add_metric([], snap.prediction_psi)
+        for feature in snap.features:
+            psi.add_metric([feature.name], feature.psi)
+            if feature.ks is not None:
+                ks.add_metric([feature.name], feature.ks)
+        if snap.prediction is not None:
+            prediction_psi.add_metric([], snap.prediction.psi)
         for label, share in snap.prediction_shares.items():
             shares.add_metric([label], share)
         return iter([psi, ks, rows, prediction_psi, shares])

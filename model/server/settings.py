@@ -56,7 +56,7 @@ class ServerSettings:
         if bad:
             raise ValueError(
                 f"invalid server setting {bad[0]}={getattr(self, bad[0])!r} (ports 0-65535, sizes > 0, "
-                "drain >= 0, batch wait 0-1000 ms, drift window 0-1000000 rows)"
+                f"drain >= 0, batch wait 0-1000 ms, drift window 0-{MAX_DRIFT_WINDOW_ROWS} rows)"
             )
         if not self.model_uri:
             raise ValueError("model_uri is required: pass --model-uri or set MLOPS_MODEL_URI")

@@ -10,7 +10,7 @@
 # Env: OUT_DIR (required), GITHUB_EVENT_PATH (required; set by Actions), STACK (default dev; must
 # be the stack the alert names), MLOPS (default mlops), MLOPS_S3_ACCESS_KEY_ID_<STACK> and
 # MLOPS_S3_SECRET_ACCESS_KEY_<STACK> (optional: the dataset store's keys; default: ambient ones).
-# Outputs (GITHUB_OUTPUT): changed (true|false), dataset, model_name, branch, title.
+# Outputs (GITHUB_OUTPUT): changed (true|false), dataset, branch, title.
 # Exit: 0 bumped (or nothing newer), 2 bad input, else the exit code of `mlops retrain-bump`
 # (2: the event, the stack's settings or the newest dataset is unusable; 3: the store failed).
 # Locally: OUT_DIR=/tmp/retrain GITHUB_EVENT_PATH=event.json scripts/ci/retrain-bump.sh
@@ -49,14 +49,14 @@ with open(sys.argv[1], encoding="utf-8") as f:
 with open(sys.argv[2], "w", encoding="utf-8") as body:
     body.write(outcome.get("body") or "")
 values = ["true" if outcome.get("changed") is True else "false"]
-values += [str(outcome.get(key) or "") for key in ("dataset", "model_name", "branch", "title")]
+values += [str(outcome.get(key) or "") for key in ("dataset", "branch", "title")]
 if any(ch < " " or ch == "\x7f" for value in values for ch in value):
     sys.exit("an output value holds a control character")
 with open(sys.argv[3], "w", encoding="utf-8") as out:
     out.write("".join(value + "\n" for value in values))
 PY
 mapfile -t values < "$values_file"
-changed="${values[0]}" dataset="${values[1]}" model_name="${values[2]}" branch="${values[3]}" title="${values[4]}"
+changed="${values[0]}" dataset="${values[1]}" branch="${values[2]}" title="${values[3]}"
 
 if [ "$changed" != "true" ]; then
   say "nothing newer than $STACK's current dataset: no pull request"
@@ -78,7 +78,6 @@ fi
 cp "$stack_file" "$OUT_DIR/$stack_file"
 set_output changed true
 set_output dataset "$dataset"
-set_output model_name "$model_name"
 set_output branch "$branch"
 set_output title "$title"
-say "$stack_file now trains $model_name on $dataset; handed to the pull-request job in $OUT_DIR"
+say "$stack_file now trains on $dataset; handed to the pull-request job in $OUT_DIR"

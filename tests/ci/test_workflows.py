@@ -9,7 +9,6 @@ environment variables) on a clone of the repository, and their output is checked
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.retrain.helpers import NEWEST, enable_retrain, write_event, write_versions
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -860,17 +861,6 @@ def test_ci_scripts_are_shell_only_entry_points() -> None:
 
 # ------------------------------------------------------------------- retraining --
 
-RETRAIN_PAYLOAD = {
-    "model_name": "breast-cancer",
-    "release_id": "0123456789ab",
-    "namespace": "mlops-dev",
-    "stack": "dev",
-    "fingerprint": "4f1c2a9e0b7d3c55",
-    "starts_at": "2025-06-01T10:00:00Z",
-    "features": ["mean radius"],
-    "summary": "PSI 0.31 on mean radius",
-}
-
 
 def test_retrain_workflow() -> None:
     workflow = load(WORKFLOWS / "retrain.yml")
@@ -892,56 +882,29 @@ def test_retrain_workflow() -> None:
     assert create["with"]["body-path"].endswith("/retrain/pr-body.md")
 
 
-def retrain_event(tmp_path: Path) -> Path:
-    path = tmp_path / "event.json"
-    path.write_text(json.dumps({"action": "mlops-retrain", "client_payload": RETRAIN_PAYLOAD}))
-    return path
-
-
-def enable_retrain(checkout: Path, prefix: str) -> None:
-    """Retraining on for dev, with dataset versions under `prefix`, committed (a clean checkout)."""
-    from ruamel.yaml import YAML
-
-    ruamel = YAML()
-    ruamel.preserve_quotes = True
-    ruamel.width = 4096
-    path = checkout / "Pulumi.dev.yaml"
-    document = ruamel.load(path.read_text())
-    monitoring = document["config"].setdefault("mlops:monitoring", {})
-    monitoring["retrain"] = {"enabled": True, "repository": "acme/mlops", "dataset_prefix": prefix}
-    with path.open("w") as f:
-        ruamel.dump(document, f)
-    git(checkout, "commit", "--quiet", "-am", "dev: retrain on drift")
-
-
-def dataset_versions(folder: Path) -> Path:
-    from sklearn.datasets import load_breast_cancer
-
-    folder.mkdir(parents=True)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame.head(300).to_csv(folder / "2025-06-01.csv", index=False)
-    frame.to_csv(folder / "2025-06-02.csv", index=False)
-    return folder
-
-
 @pytest.mark.slow
 def test_retrain_bump_script_hands_the_new_dataset_to_the_pull_request_job(
     tmp_path: Path, checkout: Path
 ) -> None:
     """As retrain.yml runs it, with the real `mlops retrain-bump` and dataset versions in a folder."""
-    folder = dataset_versions(tmp_path / "datasets")
-    enable_retrain(checkout, f"{folder}/")
+    folder = write_versions(tmp_path / "datasets")
+    enable_retrain(checkout / "Pulumi.dev.yaml", f"{folder}/")
+    git(checkout, "commit", "--quiet", "-am", "dev: retrain on drift")  # a clean checkout, as in CI
     out_dir = tmp_path / "runner" / "retrain"
-    env = ci_env(tmp_path, STACK="dev", OUT_DIR=str(out_dir), GITHUB_EVENT_PATH=str(retrain_event(tmp_path)))
+    env = ci_env(
+        tmp_path,
+        STACK="dev",
+        OUT_DIR=str(out_dir),
+        GITHUB_EVENT_PATH=str(write_event(tmp_path / "event.json")),
+    )
     proc = run_script("retrain-bump.sh", checkout, env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    newest = f"{folder}/2025-06-02.csv"
+    newest = f"{folder}/{NEWEST}"
     assert outputs(env) == {
         "changed": "true",
         "dataset": newest,
-        "model_name": "breast-cancer",
         "branch": "retrain/dev/breast-cancer",
-        "title": "Retrain breast-cancer on 2025-06-02.csv (dev, drift in release 0123456789ab)",
+        "title": "Retrain breast-cancer on data.parquet (dev, drift in release 0123456789ab)",
     }
     body = (out_dir / "pr-body.md").read_text()
     assert "`4f1c2a9e0b7d3c55`" in body and "`mean radius`" in body and "569 rows" in body
@@ -981,7 +944,7 @@ def test_retrain_bump_script_passes_on_a_failure_and_refuses_bad_input(
     mlops = fake_mlops(
         tmp_path, 'print("the newest dataset cannot be trained on", file=sys.stderr)\nsys.exit(2)\n'
     )
-    event_path = str(retrain_event(tmp_path))
+    event_path = str(write_event(tmp_path / "event.json"))
     base = ci_env(tmp_path, MLOPS=str(mlops), OUT_DIR=str(tmp_path / "out"), GITHUB_EVENT_PATH=event_path)
     proc = run_script("retrain-bump.sh", checkout, base)
     assert proc.returncode == 2 and "cannot be trained on" in proc.stderr

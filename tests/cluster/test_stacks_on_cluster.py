@@ -291,7 +291,7 @@ def _monitoring_api(cluster: Cluster, service: str, path: str) -> Any:
 
 def _eventually(what: str, check: Any, timeout: float = 180) -> Any:
     deadline = time.monotonic() + timeout
-    while (found := check()) is None or found == [] or found is False:
+    while not (found := check()):
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
         time.sleep(2)
     return found

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from components.alert_rules import AlertThresholds, rule_groups
-from components.common import ImageSource
+from components.common import ImageSource, PushTarget
 from components.monitoring import MonitoringMode, MonitoringStack, MonitoringStackArgs
 from components.retrain_trigger import RetrainTriggerArgs
 
@@ -21,7 +21,6 @@ ARGS = MonitoringStackArgs(
     thresholds=AlertThresholds(drift_psi=0.3),
 )
 RETRAIN = RetrainTriggerArgs(
-    namespace="replaced",
     image=ImageSource(ref="ghcr.io/acme/serve@sha256:" + "e" * 64),
     stack="test",
     repository="acme/mlops",
@@ -74,6 +73,23 @@ def test_retrain_trigger_is_a_child_in_the_monitoring_namespace(pulumi_mocks, un
     assert pulumi_mocks.value(stack.retrain_url) == (
         "http://retrain-trigger.monitoring.svc.cluster.local:80/alertmanager"
     )
+    assert "imagePullSecrets" not in deployment["spec"]["template"]["spec"]  # a public image
+
+
+def test_retrain_trigger_pulls_with_a_secret_in_the_monitoring_namespace(pulumi_mocks, unique) -> None:
+    name = unique("mon")
+    registry = PushTarget(server="ghcr.io/acme", username="bot", password="registry-token")
+    pulumi_mocks.build(
+        lambda: MonitoringStack(name, replace(ARGS, retrain=replace(RETRAIN, push_target=registry)))
+    )
+    pull = pulumi_mocks.one("kubernetes:core/v1:Secret", f"{name}-retrain-pull-secret").inputs
+    assert pull["type"] == "kubernetes.io/dockerconfigjson"
+    assert pull["metadata"]["namespace"] == "monitoring"
+    assert pull["stringData"] == {".dockerconfigjson": "[secret]"}
+    pod = pulumi_mocks.one("kubernetes:apps/v1:Deployment", f"{name}-retrain-deployment").inputs["spec"][
+        "template"
+    ]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": f"{name}-retrain-pull-secret"}]
 
 
 def test_operator_tree(pulumi_mocks, unique) -> None:
@@ -102,6 +118,16 @@ def test_operator_tree(pulumi_mocks, unique) -> None:
         (
             {"grafana_admin_password": None},
             "grafana_admin_password is required with bundled Grafana (grafana=True)",
+        ),
+        (
+            {"retrain": replace(RETRAIN, namespace="elsewhere")},
+            "retrain.namespace and retrain.image_pull_secret_name must be unset: the trigger runs in "
+            "the monitoring namespace 'monitoring', with a pull secret made there",
+        ),
+        (
+            {"retrain": replace(RETRAIN, image_pull_secret_name="pull")},
+            "retrain.namespace and retrain.image_pull_secret_name must be unset: the trigger runs in "
+            "the monitoring namespace 'monitoring', with a pull secret made there",
         ),
     ],
 )

@@ -173,9 +173,9 @@ def test_mlflow_on_a_node_port_for_the_host(pulumi_mocks, unique) -> None:
 
 
 def test_docker_config_names_the_registry_host() -> None:
-    from components.registry import _docker_config
+    from components.common import docker_config
 
-    config = json.loads(_docker_config("ghcr.io/acme", "bot", "token"))
+    config = json.loads(docker_config("ghcr.io/acme", "bot", "token"))
     assert config["auths"]["ghcr.io"]["auth"] == "Ym90OnRva2Vu"
 
 

@@ -100,7 +100,6 @@ def test_tree_objects_and_outputs(pulumi_mocks, unique) -> None:
         f"{name}-webhook-token",
         "retrain-trigger",
     ]
-    assert trigger.webhook_token_secret_key == "token"
 
 
 def test_network_policy_admits_only_alertmanager_and_lets_out_dns_and_https(pulumi_mocks, unique) -> None:
@@ -124,21 +123,14 @@ def test_network_policy_admits_only_alertmanager_and_lets_out_dns_and_https(pulu
         {"ports": [{"port": 443, "protocol": "TCP"}]},
     ]
 
-    # GitHub Enterprise on its own port, and a scraper admitted on request.
+    # GitHub Enterprise on its own port.
     other = unique("retrain")
     pulumi_mocks.build(
-        lambda: RetrainTrigger(
-            other,
-            _args(
-                github_api_url="https://ghe.example.com:8443/api/v3",
-                scraper_pod_labels={"app.kubernetes.io/name": "prometheus"},
-            ),
-        )
+        lambda: RetrainTrigger(other, _args(github_api_url="https://ghe.example.com:8443/api/v3"))
     )
     policy = _inputs(pulumi_mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{other}-network-policy")
     assert policy["spec"]["egress"][1] == {"ports": [{"port": 8443, "protocol": "TCP"}]}
-    scraper = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
-    assert scraper in policy["spec"]["ingress"][0]["from"]
+    assert policy["spec"]["ingress"] == spec["ingress"]
 
 
 def test_tokens_are_secrets_and_never_rendered(pulumi_mocks, unique) -> None:
@@ -186,6 +178,24 @@ def test_a_built_image_is_pushed_and_deployed_by_digest(pulumi_mocks, unique) ->
     )
     assert pulumi_mocks.one("docker:index/image:Image", f"{name}-image")
     assert pulumi_mocks.value(trigger.image).startswith("localhost:30500/mlops-serve@sha256:")
+
+
+def test_another_components_image_is_deployed_without_a_build(pulumi_mocks, unique) -> None:
+    """The stack hands the trigger ModelServing.image (an Output): one build serves both."""
+    name = unique("retrain")
+    served = "localhost:30500/mlops-serve@sha256:" + "d" * 64
+    trigger = pulumi_mocks.build(
+        lambda: RetrainTrigger(name, _args(image=ImageSource(ref=pulumi.Output.from_input(served))))
+    )
+    assert not [r for r in pulumi_mocks.mocks.resources if r.type == "docker:index/image:Image"]
+    deployment = _inputs(pulumi_mocks, "kubernetes:apps/v1:Deployment", f"{name}-deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == served
+    assert pulumi_mocks.value(trigger.image) == served
+
+
+def test_a_trigger_without_a_namespace_is_refused(pulumi_mocks, unique) -> None:
+    with pytest.raises(ValueError, match=r"^namespace is required: Alertmanager's namespace"):
+        pulumi_mocks.build(lambda: RetrainTrigger(unique("retrain"), _args(namespace=None)))
 
 
 @pytest.mark.parametrize(

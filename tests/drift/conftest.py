@@ -7,6 +7,7 @@ grid), the regressor on diabetes' 331 (its profile holds every training value).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 
 from model.artifact import PROFILE_FILE
 from model.drift import ReferenceProfile, read_profile
-from model.spec import RegistrySettings
+from tests.server.conftest import train_releases
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class TrainedRelease:
     features: pd.DataFrame
     """The dataset's feature columns, in the signature's order."""
 
-    @property
+    @cached_property
     def profile(self) -> ReferenceProfile:
         return read_profile(self.folder / PROFILE_FILE)
 
@@ -43,16 +44,12 @@ def _train(workdir: Path) -> dict[str, TrainedRelease]:
     from sklearn.datasets import load_diabetes, make_classification
 
     from model.spec import TrainingSpec
-    from model.train import train_release
 
     X, y = make_classification(n_samples=3000, n_features=8, n_informative=5, random_state=11)
     frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
     frame["label"] = y
     csv = workdir / "classification8.csv"
     frame.to_csv(csv, index=False)
-    registry = RegistrySettings(
-        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
-    )
     specs = {
         "classifier": TrainingSpec(
             model_name="drift-classifier",
@@ -71,16 +68,13 @@ def _train(workdir: Path) -> dict[str, TrainedRelease]:
         ),
     }
     features = {
-        "classifier": pd.read_csv(csv).drop(columns="label"),
+        "classifier": frame.drop(columns="label"),
         "regressor": load_diabetes(as_frame=True).frame.drop(columns="target"),
     }
-    trained = {}
-    for key, spec in specs.items():
-        outcome = train_release(spec, registry, workdir, log=lambda _m: None)
-        trained[key] = TrainedRelease(
-            Path(outcome.model_uri).parent, spec.dataset, spec.target, features[key]
-        )
-    return trained
+    return {
+        key: TrainedRelease(folder, specs[key].dataset, specs[key].target, features[key])
+        for key, folder in train_releases(specs, workdir).items()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,9 @@ def test_thresholds_decide_what_is_drift(classifier: TrainedRelease, tmp_path: P
     assert run(*base, "--psi-threshold", "50")[0] == 2  # KS alone still flags x2
 
 
-@pytest.mark.parametrize("problem", ["no-profile", "no-release", "no-data", "columns", "nan", "threshold"])
+@pytest.mark.parametrize(
+    "problem", ["no-profile", "no-release", "no-data", "columns", "nan", "threshold", "nan-threshold"]
+)
 def test_errors_exit_1_with_one_line(problem: str, classifier: TrainedRelease, tmp_path: Path) -> None:
     release, data = str(classifier.folder), str(classifier.data)
     extra: tuple[str, ...] = ()
@@ -92,8 +94,10 @@ def test_errors_exit_1_with_one_line(problem: str, classifier: TrainedRelease, t
             str(tmp_path / "d.csv"),
             "'x1' has 1 missing or non-finite value(s), the first in row 7",
         )
-    else:
+    elif problem == "threshold":
         extra, expected = ("--psi-threshold", "-1"), "thresholds must be >= 0"
+    else:  # refused before the release is looked at: this one is no release at all
+        release, extra, expected = str(tmp_path), ("--ks-threshold", "nan"), "(got PSI 0.2, KS nan)"
     code, out, err = run("--model-uri", release, "--data", data, *extra)
     assert code == 1, out + err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1

@@ -106,8 +106,7 @@ def test_a_one_std_shift_flags_exactly_the_shifted_features() -> None:
     report = score(profile, current)
     assert report.drifted and report.drifted_features == ["f1", "f4", "f6"]
     for drift in report.features:
-        assert drift.psi_threshold == 0.2 and drift.ks_threshold == 0.1
-        if drift.drifted:
+        if report.is_drifted(drift):
             assert drift.psi > 0.2 and drift.ks is not None and drift.ks > 0.3
         else:
             assert drift.psi < 0.05 and drift.ks is not None and drift.ks < 0.05
@@ -119,6 +118,21 @@ def test_thresholds_are_overridable() -> None:
     assert score(profile, current).drifted_features == ["f0"]
     assert not score(profile, current, psi_threshold=10.0, ks_threshold=1.0).drifted
     assert score(profile, normal_frame(2000, 3, seed=4), psi_threshold=0.0).drifted
+    # Drift is a statistic strictly above its threshold: at the value itself it is not.
+    f0 = score(profile, current).features[0]
+    assert f0.ks is not None
+    assert score(profile, current, psi_threshold=f0.psi, ks_threshold=1.0).drifted_features == []
+    assert score(profile, current, psi_threshold=10.0, ks_threshold=f0.ks).drifted_features == []
+    assert score(profile, current, psi_threshold=10.0, ks_threshold=f0.ks * 0.999).drifted_features == ["f0"]
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf])
+@pytest.mark.parametrize("which", ["psi", "ks"])
+def test_thresholds_that_judge_nothing_are_refused(which: str, bad: float) -> None:
+    profile = build_profile(normal_frame(100, 2, seed=2), np.zeros(100), classification=True)
+    psi, ks = (bad, 0.1) if which == "psi" else (0.2, bad)
+    with pytest.raises(DriftError, match=rf"thresholds must be >= 0 and finite \(got PSI {psi}, KS {ks}\)"):
+        score(profile, normal_frame(50, 2, seed=3), psi_threshold=psi, ks_threshold=ks)
 
 
 def test_scores_do_not_depend_on_row_order() -> None:
@@ -148,14 +162,16 @@ def test_prediction_drift_classification_and_regression() -> None:
     labels = np.where(train["f0"] > 0, "yes", "no")
     classifier = build_profile(train, labels, classification=True)
     assert score(classifier, train, labels).prediction.psi == 0.0  # type: ignore[union-attr]
-    unseen = score(classifier, train, np.full(2000, "maybe")).prediction
-    assert unseen is not None and unseen.drifted and unseen.ks is None
+    unseen = score(classifier, train, np.full(2000, "maybe"))
+    assert unseen.prediction is not None and unseen.prediction.ks is None
+    assert unseen.is_drifted(unseen.prediction) and unseen.drifted and unseen.drifted_features == []
     values = train["f0"].to_numpy() * 3
     regressor = build_profile(train, values, classification=False)
-    same = score(regressor, train, values).prediction
-    assert same is not None and not same.drifted and same.ks is not None
-    moved = score(regressor, train, values + 3).prediction
-    assert moved is not None and moved.drifted and moved.ks is not None and moved.ks > 0.3
+    same = score(regressor, train, values)
+    assert same.prediction is not None and same.prediction.ks is not None and not same.drifted
+    moved = score(regressor, train, values + 3)
+    assert moved.prediction is not None and moved.prediction.ks is not None and moved.prediction.ks > 0.3
+    assert moved.is_drifted(moved.prediction) and moved.distributions == [*moved.features, moved.prediction]
 
 
 def test_a_profile_survives_json_and_reads_back(tmp_path: Path) -> None:
@@ -190,7 +206,7 @@ def test_version_1_profiles_load_and_report_ks_as_unavailable(tmp_path: Path) ->
     assert old_report.prediction is not None and old_report.prediction.ks is None
     assert [f.psi for f in old_report.features] == pytest.approx([f.psi for f in new_report.features])
     assert old_report.drifted_features == ["f1"]
-    assert old_report.ks_error_bounds == {}
+    assert all(f.ks_error_bound is None for f in old.features)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ rendered Prometheus and Alertmanager configuration with promtool and amtool.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,9 @@ import yaml
 
 from components.alert_rules import AlertThresholds, rule_groups
 from components.dashboard import build_dashboard
-from infra.render import RenderedResource, RenderResult, run_program
+from infra import render as render_module
+from infra.config import load_stack_file
+from infra.render import RecordingMocks, RenderedResource, RenderResult, run_program
 from policy.rules import check_resources, stack_pack_config
 from tests.monitoring.conftest import Tools, run
 
@@ -161,13 +164,16 @@ def test_prometheus_runs_hardened_with_its_settings(
     assert {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in pod[
         "volumes"
     ]
-    # The images of the stack file (prod: by digest).
+    # Each workload runs its own image of the stack's settings (prod: by digest).
+    expected = load_stack_file(stack, REPO, assume_secrets=True).images
     images = {
         d: render.find("kubernetes:apps/v1:Deployment", f"monitoring-{d}").inputs["spec"]["template"]["spec"][
             "containers"
         ][0]["image"]
         for d in ("prometheus", "alertmanager", "grafana")
     }
+    assert images == {d: getattr(expected, d) for d in images}
+    assert len(set(images.values())) == 3
     if stack == "prod":
         assert all("@sha256:" in ref for ref in images.values()), images
 
@@ -349,6 +355,46 @@ def test_retraining_wires_the_trigger_into_alertmanager(
     assert values["MLOPS_RETRAIN_MIN_INTERVAL_SECONDS"] == "7200"
     assert values["MLOPS_RETRAIN_STACK"] == stack
     assert render.outputs["monitoring"]["namespace"] == "monitoring"
+    # The trigger runs the model servers' image: in dev, one build serves both.
+    assert _image(render, "monitoring-retrain-deployment") == _image(render, "serving-deployment")
+    builds = sorted(r.name for r in render.resources if r.type == "docker:index/image:Image")
+    assert builds == (["registry-mlflow-image", "serving-image", "training-image"] if stack == "dev" else [])
+
+
+def _image(render: RenderResult, deployment: str) -> str:
+    spec = render.find("kubernetes:apps/v1:Deployment", deployment).inputs["spec"]
+    return str(spec["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.mark.parametrize("variant", ["retrain", "operator-retrain"])
+def test_the_webhook_token_reaches_only_its_secrets(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered with a real token: it is in the token Secrets, in no ConfigMap or Deployment."""
+    token = "webhook-token-0123456789abcdef"
+    placeholders = render_module.secret_placeholders
+    monkeypatch.setattr(
+        render_module,
+        "secret_placeholders",
+        lambda raw, assume_secrets: {**placeholders(raw, assume_secrets), "retrain_webhook_token": token},
+    )
+    states: list[tuple[str, str, str]] = []  # (type, name, plain state as JSON)
+    new_resource = RecordingMocks.new_resource
+
+    def record(self: RecordingMocks, args: Any) -> tuple[str | None, dict[str, Any]]:
+        resource_id, state = new_resource(self, args)
+        states.append((args.typ, args.name, json.dumps(state)))
+        return resource_id, state
+
+    monkeypatch.setattr(RecordingMocks, "new_resource", record)
+    edit = _monitoring(retrain=RETRAIN, **({"mode": "operator"} if variant.startswith("operator") else {}))
+    run_program("dev", _project(tmp_path / "p", "dev", edit))
+    holders = [(typ, name) for typ, name, state in states if token in state]
+    # The trigger's Secret; in operator mode also the copy beside the AlertmanagerConfig (the
+    # servers' namespace), of the same logical name under the MonitoringStack.
+    copies = 2 if variant == "operator-retrain" else 1
+    assert holders == [("kubernetes:core/v1:Secret", "monitoring-retrain-webhook-token")] * copies
+    assert not [n for t, n, state in states if t.endswith(("ConfigMap", "Deployment")) and token in state]
 
 
 def test_prod_retrain_trigger_pulls_from_the_private_registry(

@@ -17,7 +17,6 @@ from infra.config import (
     MonitoringSettings,
     RetrainSettings,
     StackSettings,
-    ThresholdSettings,
     duration_seconds,
     load_stack_file,
 )
@@ -52,14 +51,12 @@ def test_documented_defaults() -> None:
     assert retrain.enabled is False and retrain.github_api_url == "https://api.github.com"
     assert retrain.min_interval == "6h" and retrain.min_interval_seconds == 6 * 3600
     assert retrain.alert_names == ("MLOpsModelDrift",) and retrain.repository is None
-    # One set of defaults: the settings' thresholds are the builders'.
-    assert AlertThresholds(**ThresholdSettings().model_dump()) == AlertThresholds()
-    images = StackSettings.model_fields["images"].default
-    assert (images.prometheus, images.alertmanager, images.grafana) == (
-        MonitoringImages.prometheus,
-        MonitoringImages.alertmanager,
-        MonitoringImages.grafana,
-    )
+
+
+def test_thresholds_from_the_stack_file_reach_the_alert_builders(tmp_path: Path) -> None:
+    settings = _load(tmp_path, {"enabled": True, "thresholds": {"drift_psi": "0.3", "drift_for": "15m"}})
+    # Strings from YAML become numbers; unset keys keep the builders' defaults.
+    assert settings.monitoring.thresholds == AlertThresholds(drift_psi=0.3, drift_for="15m")
 
 
 def test_the_bootstrap_builds_the_deployed_versions() -> None:
@@ -89,16 +86,24 @@ def test_the_stack_files_turn_monitoring_on() -> None:
         ),
         (
             {"thresholds": {"drift_for": "10 minutes"}},
-            "mlops:monitoring.thresholds.drift_for: must be a Prometheus duration such as 30s, 5m, 6h or "
-            "1h30m (got '10 minutes')",
+            "mlops:monitoring.thresholds: drift_for must be a Prometheus duration such as 10m, "
+            "got '10 minutes'",
         ),
         (
             {"thresholds": {"error_ratio": 2}},
-            "mlops:monitoring.thresholds.error_ratio: Input should be less than 1 (got 2)",
+            "mlops:monitoring.thresholds: error_ratio must be in (0, 1), got 2.0",
         ),
         (
             {"thresholds": {"drift_min_window_rows": 0}},
-            "mlops:monitoring.thresholds.drift_min_window_rows: Input should be greater than or equal to 1",
+            "mlops:monitoring.thresholds: drift_min_window_rows must be >= 1, got 0",
+        ),
+        (
+            {"thresholds": {"drift_psi": "high"}},
+            "mlops:monitoring.thresholds.drift_psi: Input should be a valid number",
+        ),
+        (
+            {"thresholds": {"drift_fr": "15m"}},
+            "mlops:monitoring.thresholds.drift_fr: Unexpected keyword argument (got '15m')",
         ),
         ({"retention": "0d"}, "mlops:monitoring.retention: retention must be longer than 0"),
         ({"storage_size": "lots"}, "mlops:monitoring.storage_size: String should match pattern"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.server.conftest import ServerProcess, wait_live
 from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,10 +110,8 @@ class FakeGitHub:
 
 
 @dataclass
-class TriggerProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
+class TriggerProcess(ServerProcess):
+    """The trigger as a process: stop() and log_text() as the model server's."""
 
     def post(self, body: Any, token: str | None = WEBHOOK_TOKEN, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}))
@@ -121,19 +119,6 @@ class TriggerProcess:
             headers["Authorization"] = f"Bearer {token}"
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         return httpx.post(self.url + "/alertmanager", content=content, headers=headers, timeout=30, **kwargs)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
 
 
 def start_trigger(scratch: Path, api_url: str, *args: str, timeout: float = 30.0) -> TriggerProcess:
@@ -150,18 +135,12 @@ def start_trigger(scratch: Path, api_url: str, *args: str, timeout: float = 30.0
     with log.open("wb") as out:
         proc = subprocess.Popen([*argv, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     trigger = TriggerProcess(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"trigger exited with {proc.returncode}:\n{trigger.log_text()}")
-        try:
-            if httpx.get(trigger.url + "/readyz", timeout=1).status_code == 200:
-                return trigger
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    trigger.stop()
-    raise AssertionError(f"trigger not ready within {timeout}s:\n{trigger.log_text()}")
+    try:
+        wait_live(trigger, timeout, path="/readyz")
+    except AssertionError:
+        trigger.stop()
+        raise
+    return trigger
 
 
 @pytest.fixture(scope="module")

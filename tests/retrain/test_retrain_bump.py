@@ -7,37 +7,21 @@ in a folder or in a real SeaweedFS bucket (tests/services.py).
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-from ruamel.yaml import YAML
-from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner
 
 from infra.cli import app
-from infra.retrain import RetrainError, bump_from_event, newest_version, read_event
+from infra.config import ConfigError
+from infra.retrain import RetrainError, bump_from_event, newest_version
+from tests.retrain.helpers import NEWEST, enable_retrain, frame, write_event, write_versions
 from tests.services import S3Service
 
 REPO = Path(__file__).resolve().parents[2]
-PAYLOAD = {
-    "model_name": "breast-cancer",
-    "release_id": "0123456789ab",
-    "namespace": "mlops-dev",
-    "stack": "dev",
-    "fingerprint": "4f1c2a9e0b7d3c55",
-    "starts_at": "2025-06-01T10:00:00Z",
-    "features": ["mean radius", "worst area"],
-    "summary": "PSI 0.31 on mean radius",
-}
-
-
-def _frame(rows: int) -> pd.DataFrame:
-    return load_breast_cancer(as_frame=True).frame.head(rows)
 
 
 def project(tmp_path: Path, prefix: str, endpoint_url: str | None = None, enabled: bool = True) -> Path:
@@ -45,28 +29,13 @@ def project(tmp_path: Path, prefix: str, endpoint_url: str | None = None, enable
     root = tmp_path / "project"
     root.mkdir(parents=True)
     shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    document = yaml.load((REPO / "Pulumi.dev.yaml").read_text())
-    config = document["config"]
-    monitoring = config.setdefault("mlops:monitoring", {})
-    monitoring["retrain"] = {"enabled": enabled, "repository": "acme/mlops", "dataset_prefix": prefix}
-    if endpoint_url is not None:
-        config["mlops:artifacts"]["endpoint_url"] = endpoint_url
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    (root / "Pulumi.dev.yaml").write_text(buffer.getvalue())
+    shutil.copy(REPO / "Pulumi.dev.yaml", root / "Pulumi.dev.yaml")
+    enable_retrain(root / "Pulumi.dev.yaml", prefix, endpoint_url, enabled)
     return root
 
 
 def event(tmp_path: Path, action: str = "mlops-retrain", **payload: Any) -> Path:
-    path = tmp_path / "event.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"action": action, "client_payload": {**PAYLOAD, **payload}, "branch": "main"})
-    )
-    return path
+    return write_event(tmp_path / "event.json", action, **payload)
 
 
 def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
@@ -81,16 +50,7 @@ def run_cli(root: Path, *args: str, env: dict[str, str] | None = None) -> Any:
 
 @pytest.fixture
 def versions(tmp_path: Path) -> Path:
-    """A folder of dataset versions, the newest (by name) last: 2025-06-10 after 2025-06-02."""
-    folder = tmp_path / "datasets" / "breast-cancer"
-    folder.mkdir(parents=True)
-    _frame(300).to_csv(folder / "2025-06-01.csv", index=False)
-    _frame(400).to_csv(folder / "2025-06-02.csv", index=False)
-    (folder / "2025-06-10").mkdir()
-    _frame(569).to_parquet(folder / "2025-06-10" / "data.parquet", index=False)
-    (folder / "_SUCCESS").write_text("")  # not a dataset file
-    (folder / "README.md").write_text("versions by date")
-    return folder
+    return write_versions(tmp_path / "datasets" / "breast-cancer")
 
 
 def test_picks_the_newest_version_and_changes_only_that_line(tmp_path: Path, versions: Path) -> None:
@@ -101,7 +61,7 @@ def test_picks_the_newest_version_and_changes_only_that_line(tmp_path: Path, ver
     result = run_cli(root, "--event", str(event(tmp_path)), "--json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
-    newest = f"{prefix}2025-06-10/data.parquet"
+    newest = f"{prefix}{NEWEST}"
     assert outcome["changed"] is True and outcome["written"] is True
     assert outcome["previous"] == "sklearn:breast_cancer" and outcome["dataset"] == newest
     assert outcome["branch"] == "retrain/dev/breast-cancer"
@@ -143,7 +103,7 @@ def test_nothing_newer_is_a_no_op(tmp_path: Path, versions: Path) -> None:
 @pytest.mark.parametrize(
     ("write", "message"),
     [
-        (lambda p: _frame(50).drop(columns="target").to_csv(p, index=False), "target column 'target'"),
+        (lambda p: frame(50).drop(columns="target").to_csv(p, index=False), "target column 'target'"),
         (lambda p: p.write_bytes(b"PAR1 not really parquet"), "could not be parsed as .parquet"),
     ],
     ids=["no-target-column", "corrupt"],
@@ -202,7 +162,37 @@ def test_the_event_file_comes_from_github_event_path(tmp_path: Path, versions: P
     outcome = json.loads(result.stdout)
     assert outcome["changed"] is True and outcome["written"] is False
     assert "would train on" in outcome["message"]
-    assert read_event(event(tmp_path)).features == ("mean radius", "worst area")
+
+
+def test_a_write_that_would_reformat_other_lines_is_refused(tmp_path: Path) -> None:
+    """Both stack-file writers, the dataset's and promotion's pin: a line they did not set must not move."""
+    from infra.stack_file import read_pin, write_dataset, write_pin
+
+    shutil.copy(REPO / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    # Valid config that ruamel would write back differently: "{  }" as "{}", "{k:   v}" as "{k: v}".
+    edits = {
+        "dev": ("  mlops:registry: {}\n", "  mlops:registry: {  }\n"),
+        "prod": (
+            "  mlops:kubernetes:\n    context: prod-cluster\n",
+            "  mlops:kubernetes: {context:   prod-cluster}\n",
+        ),
+    }
+    for stack, (old, new) in edits.items():
+        text = (REPO / f"Pulumi.{stack}.yaml").read_text()
+        assert old in text
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text(text.replace(old, new))
+    dev, prod = tmp_path / "Pulumi.dev.yaml", tmp_path / "Pulumi.prod.yaml"
+    pin = read_pin(prod)
+    assert pin is not None
+    writes = {
+        dev: lambda: write_dataset(dev, "s3://data/cancer/v2.csv"),
+        prod: lambda: write_pin(prod, pin.model_copy(update={"release_id": "abcdef012345"})),
+    }
+    for path, write in writes.items():
+        before = path.read_bytes()
+        with pytest.raises(ConfigError, match="would reformat other lines; set it by hand"):
+            write()
+        assert path.read_bytes() == before
 
 
 @pytest.mark.integration
@@ -212,7 +202,7 @@ def test_newest_version_from_a_real_s3_bucket(
     bucket = s3.make_bucket("datasets")
     client = s3.client()
     for key, rows in (("v9/data.csv", 300), ("v10/data.csv", 569), ("v2/data.csv", 100)):
-        client.put_object(Bucket=bucket, Key=f"cancer/{key}", Body=_frame(rows).to_csv(index=False).encode())
+        client.put_object(Bucket=bucket, Key=f"cancer/{key}", Body=frame(rows).to_csv(index=False).encode())
     client.put_object(Bucket=bucket, Key="cancer/_SUCCESS", Body=b"")
     client.put_object(Bucket=bucket, Key="other/v99/data.csv", Body=b"a,b\n1,2\n")  # outside the prefix
     prefix = f"s3://{bucket}/cancer/"

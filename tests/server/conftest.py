@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -22,6 +22,9 @@ from starlette.testclient import TestClient
 from model.server import ServerApp, ServerSettings, create_app
 from model.spec import RegistrySettings
 from tests.services import free_port
+
+if TYPE_CHECKING:
+    from model.spec import TrainingSpec
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 90.0
@@ -42,12 +45,32 @@ class Release:
         return list(self.frame.columns)
 
 
+def scratch_registry(workdir: Path) -> RegistrySettings:
+    """A registry of its own under `workdir`: SQLite and a local artifact root."""
+    return RegistrySettings(
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
+    )
+
+
+def train_releases(
+    specs: dict[str, TrainingSpec], workdir: Path, registry: RegistrySettings | None = None
+) -> dict[str, Path]:
+    """Each spec trained and registered (by default into a scratch registry under `workdir`):
+    its release folder."""
+    from model.train import train_release
+
+    registry = registry or scratch_registry(workdir)
+    return {
+        key: Path(train_release(spec, registry, workdir, log=lambda _m: None).model_uri).parent
+        for key, spec in specs.items()
+    }
+
+
 def _train(workdir: Path, registry: RegistrySettings) -> dict[str, Release]:
     from sklearn.datasets import load_breast_cancer, make_classification
 
     from model.artifact import ReleaseMetadata, load_sklearn_model
     from model.spec import TrainingSpec
-    from model.train import train_release
 
     X, y = make_classification(n_samples=600, n_features=20, n_informative=8, random_state=3)
     frame = pd.DataFrame(X, columns=[f"f{i:02d}" for i in range(20)])
@@ -83,12 +106,10 @@ def _train(workdir: Path, registry: RegistrySettings) -> dict[str, Release]:
     cancer = load_breast_cancer(as_frame=True).frame.drop(columns="target")
     features = {"lr": frame.drop(columns="label"), "rf": cancer, "hgb": cancer}
     releases = {}
-    for key, spec in specs.items():
-        outcome = train_release(spec, registry, workdir, log=lambda _m: None)
-        folder = Path(outcome.model_uri).parent
+    for key, folder in train_releases(specs, workdir, registry).items():
         meta = ReleaseMetadata.from_json((folder / "release.json").read_text())
         pipeline = load_sklearn_model(folder / "model", meta.estimator, meta.task, meta.model_sha256)
-        releases[key] = Release(key, folder, spec.model_name, meta.release_id, pipeline, features[key])
+        releases[key] = Release(key, folder, meta.model_name, meta.release_id, pipeline, features[key])
     return releases
 
 
@@ -99,10 +120,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def registry(workdir: Path) -> RegistrySettings:
-    """The scratch registry the server tests train into (SQLite and a local artifact root)."""
-    return RegistrySettings(
-        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", artifact_root=str(workdir / "artifacts")
-    )
+    """The scratch registry the server tests train into."""
+    return scratch_registry(workdir)
 
 
 @pytest.fixture(scope="session")
@@ -211,13 +230,14 @@ def start_server(
     return ServerProcess(proc, f"http://127.0.0.1:{port}", log, f"127.0.0.1:{grpc_port}" if grpc_port else "")
 
 
-def wait_live(server: ServerProcess, timeout: float = 30.0) -> None:
+def wait_live(server: ServerProcess, timeout: float = 30.0, path: str = "/v2/health/live") -> None:
+    """Until `path` answers 200; fails at once if the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited early:\n{server.log_text()}")
         try:
-            if httpx.get(server.url + "/v2/health/live", timeout=1).status_code == 200:
+            if httpx.get(server.url + path, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
