@@ -354,6 +354,39 @@ def rollback(
     _run_plan(workdir, lambda root: plan_rollback(place_of(stack, root), to), dry_run, yes)
 
 
+@app.command("delete-version")
+def delete_version_command(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="The stack whose registry holds the version.")],
+    version: Annotated[str, typer.Option("--version", help="The model version number.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+    workdir: WorkdirOption = Path("."),
+) -> None:
+    """Delete a model version from a stack's registry; refused while an alias or a stack file
+    points at it. The release folder is kept. Exit 1: refused or absent, 2: config, 3: registry."""
+    from infra.config import ConfigError, project_dir
+    from infra.versions import VersionInUse, VersionNotFound, delete_version, plan_deletion
+    from model.errors import RegistryError
+
+    try:
+        root = project_dir(workdir)
+        deletion = plan_deletion(stack, version, root)
+        where = f"{deletion.model_name} version {version} (release {deletion.release_id})"
+        where += f" at {deletion.tracking_uri}"
+        if not yes and not typer.confirm(f"delete {where}?", err=True):
+            raise typer.Exit(1)
+        delete_version(deletion, root)
+    except (VersionInUse, VersionNotFound) as exc:
+        err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ConfigError as exc:
+        err.print(f"config error: {exc}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except RegistryError as exc:
+        err.print(f"registry error: {exc}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    err.print(f"deleted {where}; its artifacts are kept at {deletion.source}", markup=False, soft_wrap=True)
+
+
 @app.command()
 def status(
     stack: Annotated[str | None, typer.Option("--stack", "-s", help="One stack (default: all).")] = None,

@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 from infra.config import ConfigError
 from infra.history import DeploymentEvent, read_history
-from infra.promotion import PromotionError, StackPlace, place_of, read_text, served_release
-from model.artifact import RELEASE_FILE, ArtifactError, ReleaseMetadata
+from infra.promotion import PromotionError, StackPlace, place_of, served_release
+from model.artifact import ArtifactError
 from model.errors import RegistryError
 from model.registry import registry_call
+from model.release_store import read_marker
 
 __all__ = ["StackStatus", "stack_status"]
 
@@ -83,7 +84,7 @@ def _lineage(
     place: StackPlace, release_id: str, problems: list[str]
 ) -> tuple[dict[str, str | None], str | None]:
     try:
-        record = ReleaseMetadata.from_json(read_text(place, f"{place.folder(release_id)}/{RELEASE_FILE}"))
+        record = read_marker(place.folder(release_id), release_id, place.s3)
     except (RegistryError, ArtifactError) as exc:
         problems.append(str(exc))
         return {}, None

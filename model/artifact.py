@@ -7,8 +7,12 @@ writing goes through `model.registry`, which is the only module that talks to ML
         model/                    the MLflow model (MLmodel, model.skops, signature, example)
             runtime/              precompiled serving runtime (see model/runtime_bundle.py)
         reference_profile.json    training-data profile for drift detection
-        release.json              lineage, metrics, gate results, model checksum
+        release.json              lineage, metrics, gate results, model checksum; the commit marker
         registration.json         the registered version, written once registration succeeded
+
+`release.json` is written last, once every other object is in the store with the checksum it
+lists (`ReleaseMetadata.files`; see `model.release_store`): a folder without it is an upload that
+never finished, and every reader refuses it (`IncompleteRelease`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ __all__ = [
     "REGISTRATION_FILE",
     "RELEASE_FILE",
     "ArtifactError",
+    "IncompleteRelease",
     "Registration",
     "ReleaseMetadata",
     "directory_checksum",
+    "file_sha256",
     "load_sklearn_model",
     "release_uri",
+    "tree_checksum",
     "verify_model_dir",
 ]
 
@@ -49,6 +56,16 @@ _DOWNLOAD_ONLY = frozenset({"registered_model_meta"})
 
 class ArtifactError(RuntimeError):
     """A release artifact that is missing, corrupt, unsafe or from an incompatible library."""
+
+
+class IncompleteRelease(ArtifactError):
+    """A release folder without its commit marker: an upload that never finished."""
+
+    def __init__(self, release_id: str, uri: str) -> None:
+        super().__init__(
+            f"release {release_id} at {uri} is incomplete: no commit marker ({RELEASE_FILE}); "
+            "re-run the release"
+        )
 
 
 def release_uri(artifact_root: str, model_name: str, release_id: str) -> str:
@@ -76,6 +93,9 @@ class ReleaseMetadata:
     spec: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
     """What the release id hashes (model.lineage.ReleaseInputs), training runtime included."""
+    files: dict[str, str] = field(default_factory=dict)
+    """The commit manifest: SHA-256 of every other object of the release folder (relative path),
+    registration.json aside. Empty in records written before release.json was the commit marker."""
 
     @property
     def gates_passed(self) -> bool:
@@ -118,16 +138,29 @@ class Registration:
             raise ArtifactError(f"{REGISTRATION_FILE} is not a registration record: {exc}") from exc
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_checksum(files: dict[str, str]) -> str:
+    """SHA-256 over {relative path: file SHA-256}, in path order: `directory_checksum`'s formula,
+    so that a store's listing can be checked without downloading it into a folder first."""
+    digest = hashlib.sha256()
+    for rel in sorted(files, key=lambda rel: rel.split("/")):  # as paths sort: part by part
+        digest.update(rel.encode() + b"\0" + bytes.fromhex(files[rel]) + b"\n")
+    return digest.hexdigest()
+
+
 def directory_checksum(path: Path) -> str:
     """SHA-256 over every file under `path` (relative path and content), in path order."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name not in _DOWNLOAD_ONLY)
+    files = {
+        p.relative_to(path).as_posix(): file_sha256(p)
+        for p in path.rglob("*")
+        if p.is_file() and p.name not in _DOWNLOAD_ONLY
+    }
     if not files:
         raise ArtifactError(f"{path} holds no files")
-    for file in files:
-        rel = file.relative_to(path).as_posix()
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest() + b"\n")
-    return digest.hexdigest()
+    return tree_checksum(files)
 
 
 def verify_model_dir(model_dir: Path, expected_sha256: str | None) -> dict[str, Any]:

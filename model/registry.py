@@ -1,4 +1,6 @@
-"""Everything that talks to MLflow: experiments, runs, artifact upload, model versions, aliases.
+"""Everything that talks to MLflow: experiments, runs, model versions, aliases.
+
+The release folder itself is published by `model.release_store` (checked, then committed).
 
 Every failure of MLflow or of the artifact store surfaces as `RegistryError` (exit code 3,
 retried by the training Job), never as a bare MLflow or boto3 exception that would read like
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from model.artifact import REGISTRATION_FILE, Registration
 from model.errors import RegistryError
@@ -36,10 +38,10 @@ __all__ = [
     "ensure_experiment",
     "find_champion",
     "find_release",
+    "find_version",
     "register_version",
     "registry_call",
     "set_alias",
-    "upload_release",
     "write_registration",
 ]
 
@@ -104,6 +106,14 @@ def alias_version(client: MlflowClient, model_name: str, alias: str, what: str) 
     model = _unless_absent(what, lambda: client.get_registered_model(model_name))
     version = (model.aliases or {}).get(alias) if model is not None else None
     return None if version is None else str(version)
+
+
+def find_version(client: MlflowClient, model_name: str, version: str) -> ModelVersion | None:
+    """The model version (with its aliases and tags); None when the registry says it does not exist."""
+    return _unless_absent(
+        f"reading {model_name} version {version} at {client.tracking_uri}",
+        lambda: client.get_model_version(model_name, version),
+    )
 
 
 @dataclass(frozen=True)
@@ -189,21 +199,6 @@ def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -
         client.set_registered_model_alias(model_name, alias, version)
 
 
-def upload_release(local_dir: Path, uri: str) -> None:
-    """Copy a release folder to its URI and check every file arrived."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    target = uri if "://" in uri else str(Path(uri).resolve())
-    with registry_call(f"uploading release artifacts to {uri}"):
-        repo = get_artifact_repository(target)
-        repo.log_artifacts(str(local_dir))
-        uploaded = {_rel(f) for f in _list_all(repo, "")}
-    expected = {p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file()}
-    missing = sorted(expected - uploaded)
-    if missing:
-        raise RegistryError(f"artifact upload to {uri} is incomplete; missing: {', '.join(missing)}")
-
-
 def write_registration(uri: str, registration: Registration) -> None:
     """Store registration.json in the release folder, unless an identical one is there already."""
     import tempfile
@@ -221,16 +216,6 @@ def write_registration(uri: str, registration: Registration) -> None:
             path = Path(tmp) / REGISTRATION_FILE
             path.write_text(registration.to_json())
             repo.log_artifact(str(path))
-
-
-def _list_all(repo: Any, path: str) -> list[str]:
-    out: list[str] = []
-    for info in repo.list_artifacts(path or None):
-        if info.is_dir:
-            out.extend(_list_all(repo, info.path))
-        else:
-            out.append(info.path)
-    return out
 
 
 def _rel(path: str) -> str:

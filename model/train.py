@@ -2,8 +2,10 @@
 
 Order matters so that nothing is half-written: the release id is checked against the one the
 Pulumi program planned before any registry call, gates are decided before any artifact is
-written, artifacts are uploaded and verified before a version is registered, and a release
-that is already registered is reported, never trained or registered twice. Each way a release
+written, the release folder is committed (`model.release_store`: every object verified, then
+release.json last) before a version is registered, and a release that is already registered is
+reported, never trained or registered twice. A re-run after a crash finishes the folder, uploading
+only what is missing or differs, and a folder already committed is adopted as it is. Each way a release
 can end has one exit code (`model.errors.ExitCode`), shared with `mlops release` and the
 training Job; only a registry or store failure is retried (`--retries`).
 """
@@ -50,9 +52,9 @@ from model.registry import (
     register_version,
     registry_call,
     set_alias,
-    upload_release,
     write_registration,
 )
+from model.release_store import Published, publish_release
 from model.runtime_bundle import export_runtime
 from model.spec import RegistrySettings, TrainingSpec, load_spec_file
 
@@ -91,6 +93,9 @@ class ReleaseOptions:
     The training Job passes False: in a cluster, champion moves only after the rollout."""
     git_commit: str | None = None
     """Lineage only (a tag and a field of release.json); None: `model.lineage.git_commit()`."""
+    on_stored: Callable[[str], None] | None = None
+    """Called with each object's path once the release folder holds it, the commit marker last
+    (progress; the crash-safety tests stop the store from here)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,25 @@ class _Fitted:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One release in the making: what every step after the dataset needs."""
+
+    client: MlflowClient
+    spec: TrainingSpec
+    registry: RegistrySettings
+    store: S3Access
+    inputs: ReleaseInputs
+    options: ReleaseOptions
+    log: Log
+
+    @property
+    def target(self) -> str:
+        """The release folder's immutable URI."""
+        assert self.registry.artifact_root is not None  # resolved
+        return release_uri(self.registry.artifact_root, self.spec.model_name, self.inputs.release_id)
+
+
 def train_release(
     spec: TrainingSpec,
     registry: RegistrySettings,
@@ -129,51 +153,32 @@ def train_release(
     options = options or ReleaseOptions()
     registry = registry.resolved(workdir)
     # The same store as the artifacts (the Job's MLFLOW_S3_ENDPOINT_URL), ambient credentials.
-    endpoint = registry.s3_endpoint_url or S3Access.from_env().endpoint_url
-    dataset = load_dataset(spec.dataset, S3Access(endpoint_url=endpoint))
+    store = S3Access(endpoint_url=registry.s3_endpoint_url or S3Access.from_env().endpoint_url)
+    dataset = load_dataset(spec.dataset, store)
     dataset.identity.check_target(spec.target)  # a wrong target fails before any registry work
     inputs = ReleaseInputs.of(spec, dataset.content_hash, code_hash(), training_runtime())
     log(f"dataset {spec.dataset}: {len(dataset.frame)} rows, sha256 {dataset.content_hash[:12]}")
     log(f"release {inputs.release_id} of {spec.model_name} (code {inputs.code_hash[:12]})")
     _check_expected(inputs, options.expected, log)
 
-    client = connect(registry)
-    existing = find_release(client, spec.model_name, inputs.release_id)
+    job = _Job(connect(registry), spec, registry, store, inputs, options, log)
+    existing = find_release(job.client, spec.model_name, inputs.release_id)
     if existing is not None:
         log(f"release {inputs.release_id} is already registered as version {existing.version}: nothing to do")
-        _ensure_registration(registry, spec.model_name, inputs.release_id, existing.version)
-        return _existing_outcome(client, spec, inputs, existing.version, existing.source, existing.run_id)
+        _ensure_registration(job, existing.version)
+        return _existing_outcome(job, existing.version, existing.source, existing.run_id)
 
     fitted = _fit(spec, dataset, log)
-    report = _evaluate(client, spec, fitted.metrics, log)
-    commit = options.git_commit or git_commit()
-    lineage = _lineage_tags(spec, inputs, commit)
-    run_id = _start_run(client, spec, registry, lineage, report, fitted.metrics)
-    try:
-        if not report.passed and spec.gates.blocking:
-            failures = "; ".join(r.message for r in report.failures)
-            raise GateFailure(f"release {inputs.release_id} failed its gates: {failures}", report, run_id)
-        target, metadata = _store_release(client, run_id, spec, registry, inputs, fitted, report, commit, log)
-        version = register_version(
-            client,
-            spec.model_name,
-            f"{target}/{MODEL_SUBDIR}",
-            run_id,
-            {**lineage, "mlops.model_sha256": metadata.model_sha256},
-        )
-    except BaseException:
-        _end_run(client, run_id, "FAILED")
-        raise
-    _end_run(client, run_id, "FINISHED")
-    log(f"registered {spec.model_name} version {version.version} from {target}/{MODEL_SUBDIR}")
-    _ensure_registration(registry, spec.model_name, inputs.release_id, str(version.version))
-    _set_aliases(client, spec, str(version.version), report.passed, options, log)
+    report = _evaluate(job.client, spec, fitted.metrics, log)
+    run_id, version = _run_and_register(job, fitted, report)
+    _ensure_registration(job, version)
+    _set_aliases(job.client, spec, version, report.passed, options, log)
     return TrainingOutcome(
         "registered",
         spec.model_name,
         inputs.release_id,
-        str(version.version),
-        f"{target}/{MODEL_SUBDIR}",
+        version,
+        f"{job.target}/{MODEL_SUBDIR}",
         run_id,
         dataset.content_hash,
         inputs.code_hash,
@@ -181,6 +186,33 @@ def train_release(
         report.as_dict(),
         inputs.runtime,
     )
+
+
+def _run_and_register(job: _Job, fitted: _Fitted, report: GateReport) -> tuple[str, str]:
+    """The audit run, and in it the gate decision, the committed release folder and then the
+    version; returns (run id, version)."""
+    commit = job.options.git_commit or git_commit()
+    lineage = _lineage_tags(job.spec, job.inputs, commit)
+    run_id = _start_run(job.client, job.spec, job.registry, lineage, report, fitted.metrics)
+    try:
+        if not report.passed and job.spec.gates.blocking:
+            failures = "; ".join(r.message for r in report.failures)
+            raise GateFailure(f"release {job.inputs.release_id} failed its gates: {failures}", report, run_id)
+        published = _store_release(job, run_id, fitted, report, commit)
+        # Only now, with the folder committed: a version never names a half-written release.
+        version = register_version(
+            job.client,
+            job.spec.model_name,
+            f"{job.target}/{MODEL_SUBDIR}",
+            run_id,
+            {**lineage, "mlops.model_sha256": published.metadata.model_sha256},
+        )
+    except BaseException:
+        _end_run(job.client, run_id, "FAILED")
+        raise
+    _end_run(job.client, run_id, "FINISHED")
+    job.log(f"registered {job.spec.model_name} version {version.version} from {job.target}/{MODEL_SUBDIR}")
+    return run_id, str(version.version)
 
 
 def _check_expected(inputs: ReleaseInputs, expected: ReleaseInputs | None, log: Log) -> None:
@@ -198,29 +230,22 @@ def _check_expected(inputs: ReleaseInputs, expected: ReleaseInputs | None, log: 
     )
 
 
-def _existing_outcome(
-    client: MlflowClient,
-    spec: TrainingSpec,
-    inputs: ReleaseInputs,
-    version: str,
-    source: str,
-    run_id: str | None,
-) -> TrainingOutcome:
-    with registry_call(f"reading the run of {spec.model_name} version {version}"):
-        run = client.get_run(run_id) if run_id else None
+def _existing_outcome(job: _Job, version: str, source: str, run_id: str | None) -> TrainingOutcome:
+    with registry_call(f"reading the run of {job.spec.model_name} version {version}"):
+        run = job.client.get_run(run_id) if run_id else None
     return TrainingOutcome(
         "exists",
-        spec.model_name,
-        inputs.release_id,
+        job.spec.model_name,
+        job.inputs.release_id,
         version,
         source,
         run_id,
-        inputs.dataset_hash,
-        inputs.code_hash,
+        job.inputs.dataset_hash,
+        job.inputs.code_hash,
         dict(run.data.metrics) if run else {},
         # Only a release that passed (or ran non-blocking) is ever registered: the tag says which.
         {"passed": run.data.tags.get("mlops.gates") == "passed"} if run else {},
-        inputs.runtime,
+        job.inputs.runtime,
     )
 
 
@@ -315,76 +340,82 @@ def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
 
 
 def _store_release(
-    client: MlflowClient,
-    run_id: str,
-    spec: TrainingSpec,
-    registry: RegistrySettings,
-    inputs: ReleaseInputs,
-    fitted: _Fitted,
-    report: GateReport,
-    commit: str | None,
-    log: Log,
-) -> tuple[str, ReleaseMetadata]:
-    """Write the release folder (model, profile, record) to its immutable URI; returns (URI, record)."""
+    job: _Job, run_id: str, fitted: _Fitted, report: GateReport, commit: str | None
+) -> Published:
+    """Stage the release folder (model, profile, record), then publish and commit it."""
+    with tempfile.TemporaryDirectory(prefix=f"release-{job.inputs.release_id}-") as tmp:
+        metadata = _stage_release(Path(tmp), job, run_id, fitted, report, commit)
+        job.log(f"uploading artifacts to {job.target}")
+        published = publish_release(Path(tmp), job.target, metadata, job.store, job.options.on_stored)
+    if published.adopted:
+        job.log(f"{job.target} already holds this release, committed: uploaded nothing")
+    else:
+        job.log(
+            f"stored {len(published.uploaded) - 1} objects ({published.kept} already there with the "
+            f"same SHA-256), then the commit marker {RELEASE_FILE}"
+        )
+    return published
+
+
+def _stage_release(
+    staging: Path, job: _Job, run_id: str, fitted: _Fitted, report: GateReport, commit: str | None
+) -> ReleaseMetadata:
+    """Write model/ and the reference profile into `staging`; returns the release record."""
+    spec, pipeline, X_train = job.spec, fitted.pipeline, fitted.split.X_train
+    libraries = _library_versions()
+    classes = [_plain(c) for c in pipeline.classes_] if spec.task == "classification" else None
+    sample = X_train.head(5)
+    _save_model(staging / MODEL_SUBDIR, spec, pipeline, sample, libraries)
+    profile = build_profile(X_train, pipeline.predict(X_train), classification=classes is not None)
+    choice = export_runtime(
+        pipeline, classes, _reference_rows(X_train, profile, sample), staging / MODEL_SUBDIR
+    )
+    job.log(f"serving runtime: {choice.runtime.name} ({choice.reason})")
+    with registry_call(f"logging the profile of run {run_id}"):
+        job.client.set_tag(run_id, "mlops.serving_runtime", choice.runtime.name)
+        job.client.log_dict(run_id, profile.to_dict(), PROFILE_FILE)
+    (staging / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), indent=1))
+    return ReleaseMetadata(
+        release_id=job.inputs.release_id,
+        model_name=spec.model_name,
+        task=spec.task,
+        estimator=spec.estimator,
+        dataset_uri=spec.dataset,
+        dataset_hash=job.inputs.dataset_hash,
+        code_hash=job.inputs.code_hash,
+        git_commit=commit,
+        model_sha256=directory_checksum(staging / MODEL_SUBDIR),
+        metrics=fitted.metrics,
+        gates=report.as_dict(),
+        libraries=libraries,
+        feature_names=[str(c) for c in X_train.columns],
+        classes=classes,
+        spec=spec.model_dump(mode="json"),
+        inputs=job.inputs.to_dict(),
+    )
+
+
+def _save_model(
+    model_dir: Path, spec: TrainingSpec, pipeline: Any, sample: pd.DataFrame, libraries: dict[str, str]
+) -> None:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    pipeline, X_train = fitted.pipeline, fitted.split.X_train
-    libraries = _library_versions()
-    classes = [_plain(c) for c in pipeline.classes_] if spec.task == "classification" else None
-    with tempfile.TemporaryDirectory(prefix=f"release-{inputs.release_id}-") as tmp:
-        staging = Path(tmp)
-        sample = X_train.head(5)
-        mlflow.sklearn.save_model(
-            pipeline,
-            staging / MODEL_SUBDIR,
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(spec.estimator, spec.task),
-            signature=infer_signature(sample, pipeline.predict(sample)),
-            input_example=sample,
-            # MLflow infers these by re-importing the model in a subprocess (~10 s, most of
-            # a release's overhead); we know exactly what loading the model needs.
-            pip_requirements=[f"{n}=={v}" for n, v in libraries.items()],
-        )
-        profile = build_profile(X_train, pipeline.predict(X_train), classification=classes is not None)
-        choice = export_runtime(
-            pipeline, classes, _reference_rows(X_train, profile, sample), staging / MODEL_SUBDIR
-        )
-        log(f"serving runtime: {choice.runtime.name} ({choice.reason})")
-        with registry_call(f"logging the profile of run {run_id}"):
-            client.set_tag(run_id, "mlops.serving_runtime", choice.runtime.name)
-            client.log_dict(run_id, profile.to_dict(), PROFILE_FILE)
-        (staging / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), indent=1))
-        metadata = ReleaseMetadata(
-            release_id=inputs.release_id,
-            model_name=spec.model_name,
-            task=spec.task,
-            estimator=spec.estimator,
-            dataset_uri=spec.dataset,
-            dataset_hash=inputs.dataset_hash,
-            code_hash=inputs.code_hash,
-            git_commit=commit,
-            model_sha256=directory_checksum(staging / MODEL_SUBDIR),
-            metrics=fitted.metrics,
-            gates=report.as_dict(),
-            libraries=libraries,
-            feature_names=[str(c) for c in X_train.columns],
-            classes=classes,
-            spec=spec.model_dump(mode="json"),
-            inputs=inputs.to_dict(),
-        )
-        (staging / RELEASE_FILE).write_text(metadata.to_json())
-        assert registry.artifact_root is not None  # resolved
-        target = release_uri(registry.artifact_root, spec.model_name, inputs.release_id)
-        log(f"uploading artifacts to {target}")
-        upload_release(staging, target)
-    return target, metadata
+    mlflow.sklearn.save_model(
+        pipeline,
+        model_dir,
+        serialization_format="skops",
+        skops_trusted_types=trusted_types(spec.estimator, spec.task),
+        signature=infer_signature(sample, pipeline.predict(sample)),
+        input_example=sample,
+        # MLflow infers these by re-importing the model in a subprocess (~10 s, most of
+        # a release's overhead); we know exactly what loading the model needs.
+        pip_requirements=[f"{n}=={v}" for n, v in libraries.items()],
+    )
 
 
-def _ensure_registration(registry: RegistrySettings, model_name: str, release_id: str, version: str) -> None:
-    assert registry.artifact_root is not None  # resolved
-    target = release_uri(registry.artifact_root, model_name, release_id)
-    write_registration(target, Registration(model_name, release_id, version))
+def _ensure_registration(job: _Job, version: str) -> None:
+    write_registration(job.target, Registration(job.spec.model_name, job.inputs.release_id, version))
 
 
 def _set_aliases(

@@ -1,5 +1,10 @@
 """Fetch a release (local path, s3:// or models:/), verify it, and load the runtime it serves on.
 
+A folder without its commit marker (release.json, written last by training) is an upload that
+never finished and is refused before anything in it is read; a `models:/<name>@<alias>` is
+resolved once, to one version and its immutable folder, so an alias moving during the load
+cannot mix two versions.
+
 Imports beyond numpy (onnxruntime, boto3, mlflow, and scikit-learn only when the release has
 no usable precompiled runtime) happen inside `load_release`, which the app runs in a worker
 thread after the socket is open: liveness answers from process start while the model loads.
@@ -21,7 +26,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from model.artifact import MODEL_SUBDIR, RELEASE_FILE
+from model.artifact import MODEL_SUBDIR, RELEASE_FILE, IncompleteRelease
 from model.runtime import Runtime, RuntimeChoice, SklearnRuntime
 from model.server.schema import InputSchema
 
@@ -107,6 +112,8 @@ def _download_s3(uri: str, scratch: Path, retry: RetryPolicy, sleep: Callable[[f
                 keys.extend(item["Key"] for item in page.get("Contents", []))
             if not keys:
                 raise LoadError(f"{uri} holds no objects: is the release id right?")
+            if f"{prefix}/{RELEASE_FILE}" not in keys:
+                raise LoadError(str(IncompleteRelease(prefix.rsplit("/", 1)[-1], uri)))
             for key in keys:
                 relative = key[len(prefix) + 1 :]
                 if not relative or ".." in Path(relative).parts:
@@ -140,6 +147,8 @@ def _resolve_models_uri(uri: str) -> tuple[str, str]:
 
     reference = uri.removeprefix("models:/")
     client = MlflowClient()
+    # One call answers version and source together: the rest of the load reads that version's
+    # folder, whatever the alias points at by then.
     try:
         if "@" in reference:
             name, alias = reference.split("@", 1)
@@ -176,6 +185,8 @@ def fetch_release(
     if not (folder / RELEASE_FILE).is_file() and (folder / "MLmodel").is_file():
         folder = folder.parent
     if not (folder / RELEASE_FILE).is_file():
+        if (folder / MODEL_SUBDIR).is_dir():
+            raise LoadError(str(IncompleteRelease(folder.name, uri)))
         raise LoadError(f"{folder} is not a release folder: {RELEASE_FILE} is missing or unreadable")
     return folder, version
 
