@@ -63,6 +63,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     _flag(parser, "max-body-bytes", int, 16 * 1024 * 1024, "Largest request body or gRPC message.")
     _flag(parser, "max-batch-rows", int, 10_000, "Most rows per request (413 beyond).")
     _flag(parser, "drain-seconds", float, 20.0, "Bound on shutdown after SIGTERM.")
+    _flag(parser, "max-request-seconds", float, 30.0, "Time limit per request (504 beyond).")
     _flag(parser, "batch-wait-ms", float, 0.2, "Longest wait to combine requests.")
     _flag(parser, "batch-combined-rows", int, 512, "Most rows per combined model call.")
     _flag(parser, "load-attempts", int, 5, "Attempts at fetching an s3:// release.")
@@ -101,6 +102,7 @@ def app(args: Sequence[str] | None = None, prog_name: str | None = None) -> None
             max_body_bytes=options.max_body_bytes,
             max_batch_rows=options.max_batch_rows,
             drain_seconds=options.drain_seconds,
+            max_request_seconds=options.max_request_seconds,
             batch_wait_ms=options.batch_wait_ms,
             batch_combined_rows=options.batch_combined_rows,
             load_attempts=options.load_attempts,

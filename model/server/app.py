@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -54,6 +54,13 @@ _V2_DATATYPE = {kind: datatype for datatype, kind in V2_KINDS.items()}
 
 _Reply = tuple[int, bytes, bytes, list[tuple[bytes, bytes]] | None]
 """Status, body, content type, and headers beyond the usual ones."""
+_T = TypeVar("_T")
+_BODY_READ = "mlops.body_read"
+"""Set in a request's scope once its whole body arrived: a request that runs out of time before
+that was slow to send (408), not slow to answer (504)."""
+_UNREAD_BODY = frozenset({"body_too_large", "body_timeout"})
+"""Errors answered before the body was read: the connection closes, since its unread bytes
+would otherwise wait in front of the next request."""
 
 
 class _ClientGone(Exception):
@@ -80,6 +87,11 @@ class ServerApp:
             )
         )
         self._load_task: asyncio.Task[None] | None = None
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        """Requests in flight by task, with the monotonic time their limit runs out."""
+        self._expired: set[asyncio.Task[Any]] = set()
+        """Requests the watchdog cancelled for running out of time."""
+        self._watchdog: asyncio.Task[None] | None = None
         self._arriving = 0
         self._batcher: MicroBatcher | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -117,7 +129,9 @@ class ServerApp:
 
     def start_loading(self) -> None:
         if self._load_task is None:
-            self._load_task = asyncio.get_running_loop().create_task(self._load())
+            loop = asyncio.get_running_loop()
+            self._load_task = loop.create_task(self._load())
+            self._watchdog = loop.create_task(self._enforce_limits())
 
     async def wait_loaded(self, timeout: float) -> bool:
         """For tests and embedders: wait (bounded) for the load to finish, either way."""
@@ -203,6 +217,8 @@ class ServerApp:
         """Lifespan shutdown: HTTP has drained; gRPC gets what is left of the drain time."""
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self.grpc is not None:
             grace = 0.0
             if self._drain_started is not None:
@@ -242,14 +258,15 @@ class ServerApp:
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
         try:
-            status, body, content_type, more = await self._dispatch(route, method, scope, receive)
+            status, body, content_type, more = await self.within_limit(
+                self._dispatch(route, method, scope, receive), scope
+            )
             if more:
                 extra.extend(more)
         except RequestError as exc:
             status, body = exc.status, orjson.dumps(exc.body(v2))
             metrics.observe_error(route, exc.code)
-            if exc.status == 413 and exc.code == "body_too_large":
-                # The unread body would otherwise be parsed as the next request.
+            if exc.code in _UNREAD_BODY:
                 extra.append((b"connection", b"close"))
         except _ClientGone:
             metrics.in_flight.dec()
@@ -270,6 +287,54 @@ class ServerApp:
         finally:
             metrics.in_flight.dec()
             metrics.observe_request(route, method, status, time.perf_counter() - started)
+
+    async def within_limit(self, work: Awaitable[_T], scope: Scope | None = None) -> _T:
+        """`work`, cancelled once the request has taken --max-request-seconds: 504, or 408 for an
+        HTTP request (`scope`) whose body had not arrived yet. Its rows still queued for the model
+        are dropped with it; a model call already running finishes (it holds at most
+        --batch-combined-rows rows)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = time.monotonic() + self.settings.max_request_seconds
+        try:
+            return await work
+        except asyncio.CancelledError:
+            # The watchdog only cancels a task while it waits here, inside `work`.
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            raise self._late(scope) from None
+        finally:
+            del self._deadlines[task]
+
+    async def _enforce_limits(self) -> None:
+        """One timer for every request rather than one each (a timer per request costs more than
+        the rest of a small request's bookkeeping): each tick, a tenth of the limit and at most a
+        second, cancels the requests past their limit."""
+        tick = min(1.0, self.settings.max_request_seconds / 10)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+
+    def _late(self, scope: Scope | None) -> RequestError:
+        limit = self.settings.max_request_seconds
+        if scope is not None and scope["method"] == "POST" and _BODY_READ not in scope:
+            return RequestError(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within this server's limit of {limit:g} s per request",
+            )
+        return RequestError(
+            504,
+            "deadline_exceeded",
+            f"no answer within this server's limit of {limit:g} s per request (--max-request-seconds); "
+            "send fewer rows per request, or retry later",
+        )
 
     def _route(self, path: str) -> str:
         if path.startswith("/v2/models/"):
@@ -395,6 +460,7 @@ class ServerApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        scope[_BODY_READ] = True
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), content_type, header_length
 
     async def predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:

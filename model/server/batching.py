@@ -5,6 +5,12 @@ decoded (so they are about to arrive), never for a lone request, and never longe
 `max_wait`. Calls the model finishes sooner than a thread hop (a few rows, or any batch of a
 linear model, by the time per row measured on earlier calls) run on the event loop; longer
 ones run on one worker thread so that decoding continues meanwhile.
+
+A request larger than `max_rows` is predicted in slices of `max_rows`, each slice's remainder
+queued behind the requests that arrived during its call: a huge request delays the others by
+one slice, not by all of its rows, and a request whose caller gave up (its time limit) loses
+its queued slices instead of holding the worker to the end. A request whose answer holds a
+number that is not finite gets an error instead (checked once per model call).
 """
 
 from __future__ import annotations
@@ -18,12 +24,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from model.runtime import Prediction
+from model.server.errors import RequestError
 
-__all__ = ["MicroBatcher"]
+__all__ = ["MicroBatcher", "check_finite"]
 
 INLINE_ROWS = 32
 INLINE_SECONDS = 1e-4
 """A model call expected to take less than this runs on the event loop (a thread hop costs as much)."""
+
+
+class _Job:
+    """One request's rows, predicted whole or (when larger than a model call) slice by slice."""
+
+    __slots__ = ("X", "done", "future", "parts")
+
+    def __init__(self, X: np.ndarray, future: asyncio.Future[Prediction]) -> None:
+        self.X = X
+        self.future = future
+        self.done = 0
+        """Rows handed to the model so far."""
+        self.parts: list[Prediction] = []
 
 
 class MicroBatcher:
@@ -42,8 +62,9 @@ class MicroBatcher:
         self._max_wait = max_wait
         self._arriving = arriving
         self._observe = observe
-        self._queue: deque[tuple[np.ndarray, asyncio.Future[Prediction]]] = deque()
+        self._queue: deque[_Job] = deque()
         self._rows = 0
+        """Rows queued and not yet handed to the model."""
         self._signal: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-predict")
@@ -56,11 +77,11 @@ class MicroBatcher:
             self._signal = asyncio.Event()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
-        future: asyncio.Future[Prediction] = loop.create_future()
-        self._queue.append((X, future))
+        job = _Job(X, loop.create_future())
+        self._queue.append(job)
         self._rows += len(X)
         self._signal.set()
-        return await future
+        return await job.future
 
     def _timed(self, X: np.ndarray) -> tuple[Prediction, float]:
         started = self._clock()
@@ -92,16 +113,14 @@ class MicroBatcher:
                     except TimeoutError:
                         break
                     signal.clear()
-            batch: list[tuple[np.ndarray, asyncio.Future[Prediction]]] = []
-            rows = 0
-            while self._queue and (not batch or rows + len(self._queue[0][0]) <= self._max_rows):
-                item = self._queue.popleft()
-                rows += len(item[0])
-                batch.append(item)
-            self._rows -= rows
+            batch = self._take()
             if self._queue:
                 signal.set()
-            X = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
+            if not batch:
+                continue
+            rows = sum(stop - start for _, start, stop in batch)
+            job, start, stop = batch[0]
+            X = job.X[start:stop] if len(batch) == 1 else np.concatenate([j.X[a:b] for j, a, b in batch])
             self._observe(rows, len(batch))
             per_row = self._row_seconds
             inline = rows <= INLINE_ROWS or (per_row is not None and rows * per_row < INLINE_SECONDS)
@@ -111,21 +130,89 @@ class MicroBatcher:
                 else:
                     result, seconds = await loop.run_in_executor(self._executor, self._timed, X)
             except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for job, _, _ in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                    self._rows -= len(job.X) - job.done
                 continue
             self._row_seconds = seconds / rows if per_row is None else 0.8 * per_row + 0.2 * seconds / rows
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_result(result)
+            self._deliver(batch, result)
+
+    def _take(self) -> list[tuple[_Job, int, int]]:
+        """The next model call's (job, first row, end row) slices: whole requests while they fit in
+        `max_rows`, or one slice of a larger request. Requests that gave up are dropped here."""
+        batch: list[tuple[_Job, int, int]] = []
+        rows = 0
+        queue = self._queue
+        while queue:
+            job = queue[0]
+            left = len(job.X) - job.done
+            if job.future.done():
+                queue.popleft()
+                self._rows -= left
                 continue
-            offset = 0
-            for x, future in batch:
-                end = offset + len(x)
-                if not future.done():
-                    proba = result.probabilities
-                    future.set_result(
-                        Prediction(result.values[offset:end], None if proba is None else proba[offset:end])
-                    )
+            if batch and rows + left > self._max_rows:
+                break
+            queue.popleft()
+            take = min(left, self._max_rows)
+            batch.append((job, job.done, job.done + take))
+            job.done += take
+            rows += take
+        self._rows -= rows
+        return batch
+
+    def _deliver(self, batch: list[tuple[_Job, int, int]], result: Prediction) -> None:
+        """Each slice's rows of `result` to its request; a request with rows left goes to the back
+        of the queue, behind those that arrived during this call."""
+        offset = 0
+        finite = _finite(result)
+        for job, start, stop in batch:
+            part = result
+            if len(batch) > 1:
+                end = offset + stop - start
+                proba = result.probabilities
+                part = Prediction(result.values[offset:end], None if proba is None else proba[offset:end])
                 offset = end
+            if not (finite or job.future.done()):
+                try:
+                    check_finite(part, start)
+                except RequestError as exc:
+                    job.future.set_exception(exc)
+            if job.future.done():
+                self._rows -= len(job.X) - stop
+            elif stop < len(job.X):
+                job.parts.append(part)
+                self._queue.append(job)
+                assert self._signal is not None
+                self._signal.set()
+            else:
+                job.future.set_result(_joined([*job.parts, part]) if job.parts else part)
+
+
+def _finite(result: Prediction) -> bool:
+    return all(
+        values is None or values.dtype.kind != "f" or np.isfinite(values).all()
+        for values in (result.values, result.probabilities)
+    )
+
+
+def check_finite(result: Prediction, first_row: int = 0) -> None:
+    """Refuse an answer holding a number that is not finite: the model's arithmetic overflowed on
+    extreme inputs (where scikit-learn refuses them), and JSON would carry it as null. `first_row`
+    is the request's row of the answer's first."""
+    for values in (result.values, result.probabilities):
+        if values is not None and values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = ~np.isfinite(values)
+            row = first_row + int(np.flatnonzero(bad if bad.ndim == 1 else bad.any(axis=1))[0])
+            raise RequestError(
+                400,
+                "out_of_range",
+                f"row {row}: the model's answer is not a finite number; its values are too extreme "
+                "for this model",
+                row=row,
+            )
+
+
+def _joined(parts: list[Prediction]) -> Prediction:
+    proba = [p.probabilities for p in parts if p.probabilities is not None]
+    return Prediction(np.concatenate([p.values for p in parts]), np.concatenate(proba) if proba else None)

@@ -534,8 +534,14 @@ class Decoder:
                     field=f"body[{position}]",
                 )
         request_id = payload.get("id")
-        if request_id is not None and (type(request_id) is not str or len(request_id) > 256):
-            raise _bad("invalid_structure", "id must be a string of at most 256 characters", field="id")
+        if request_id is not None and (
+            type(request_id) is not str or len(request_id) > 256 or not _utf8(request_id)
+        ):
+            raise _bad(
+                "invalid_structure",
+                "id must be a string of at most 256 characters (no lone surrogate)",
+                field="id",
+            )
         params = _V2Params()
         if "parameters" in payload:
             params = self._v2_params(payload["parameters"])
@@ -813,6 +819,16 @@ _SIMDJSON_MIN_BYTES = 4096
 """Smaller bodies (a few rows) parse faster with orjson than through simdjson's lazy objects."""
 
 
+def _utf8(text: str) -> bool:
+    """Whether `text` encodes to UTF-8: a JSON escape may hold a lone surrogate, which the
+    answer that echoes it could not carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _plain_json(value: Any) -> Any:
     if type(value) is simdjson.Object:
         return value.as_dict()
@@ -894,11 +910,9 @@ def _raise_first_bad(block: np.ndarray, schema: InputSchema) -> None:
     for j, column in enumerate(schema.columns):
         values = block[:, j]
         if floating:
-            wrong = ~np.isfinite(values)
+            wrong = ~(np.abs(values) <= _FLOAT32_MAX)  # NaN and infinities too
             if column.kind in ("long", "integer"):
                 wrong |= True
-            elif column.kind == "float":
-                wrong |= np.abs(values) > _FLOAT32_MAX
         elif column.kind in ("long", "integer"):
             low, high = (-(2**31), 2**31 - 1) if column.kind == "integer" else (-(2**63), 2**63 - 1)
             wrong = (values < low) | (values > high)

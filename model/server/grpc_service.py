@@ -15,6 +15,7 @@ code, and no generated code is kept in this repository.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ _STATUS = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 # Typed contents by datatype: where a client that does not send raw bytes puts the values.
 _CONTENTS = {
@@ -87,8 +89,9 @@ class _Servicer(GRPCInferenceServiceServicer):
     async def _call(
         self, rpc: str, context: aio.ServicerContext, handler: Callable[[], Awaitable[Any]]
     ) -> Any:
-        """Run one RPC with the HTTP path's metrics and error handling: a RequestError becomes the
-        matching status, its message and its code in trailing metadata; anything else INTERNAL."""
+        """Run one RPC with the HTTP path's metrics, time limit and error handling: a RequestError
+        becomes the matching status, its message and its code in trailing metadata; anything else
+        INTERNAL. A call the client cancelled (or whose own deadline passed) counts as CANCELLED."""
         metrics = self._app.metrics
         started = time.perf_counter()
         self._app.grpc_calls(+1)
@@ -96,9 +99,12 @@ class _Servicer(GRPCInferenceServiceServicer):
         status = grpc.StatusCode.OK
         error: RequestError | None = None
         try:
-            return await handler()
+            return await self._app.within_limit(handler())
         except RequestError as exc:
             error = exc
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED
+            raise
         except Exception:
             log.exception("unhandled error on gRPC %s", rpc)
             error = internal_error()

@@ -18,6 +18,9 @@ ColumnKind = Literal["double", "float", "long", "integer"]
 _KINDS: tuple[ColumnKind, ...] = ("double", "float", "long", "integer")
 _INT_RANGE = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest magnitude any column takes, double columns included: scikit-learn's forests compute
+on float32 inputs and refuse larger values (and a linear model's arithmetic may overflow on them),
+so one bound for every estimator gives every request the same answer whichever model serves it."""
 
 
 class SchemaError(ValueError):
@@ -41,7 +44,8 @@ class Column:
 
 @dataclass(frozen=True)
 class InputSchema:
-    """Every column is required; values must be finite numbers that fit the column's kind."""
+    """Every column is required; values must be finite numbers within +-FLOAT32_MAX that fit the
+    column's kind."""
 
     columns: tuple[Column, ...]
     names: tuple[str, ...] = field(init=False)
@@ -81,14 +85,13 @@ class InputSchema:
 
     def check_block(self, block: np.ndarray) -> bool:
         """Whether a numeric block (rows x columns, in schema order) fits every column's kind."""
-        if block.dtype.kind == "f" and not np.isfinite(block).all():
+        # NaN fails both comparisons; integer blocks (int64, uint64) are always within the bound.
+        if block.dtype.kind == "f" and not (block.min() >= -FLOAT32_MAX and block.max() <= FLOAT32_MAX):
             return False
         if not self.needs_checks:
             return True
         for j, column in enumerate(self.columns):
             values = block[:, j]
-            if column.kind == "float" and block.dtype.kind == "f" and np.abs(values).max() > FLOAT32_MAX:
-                return False
             if column.kind in _INT_RANGE:
                 if block.dtype.kind == "f":
                     return False
@@ -100,7 +103,7 @@ class InputSchema:
 
 def _kind_phrase(kind: ColumnKind) -> str:
     return {
-        "double": "a finite number (double)",
+        "double": "a finite number within +-3.4e38 (double; the range every estimator serves)",
         "float": "a finite number within float32 range (float)",
         "long": "an integer within int64 range (long)",
         "integer": "an integer within int32 range (integer)",
@@ -127,7 +130,7 @@ def check_value(value: Any, column: Column, row: int) -> float | int:
             if not low <= value <= high:
                 raise fail("out_of_range", "got an integer outside the column's range")
             return value
-        if abs(value) >= 2**1024 or (kind == "float" and abs(value) > FLOAT32_MAX):
+        if abs(value) > FLOAT32_MAX:
             raise fail("out_of_range", "got an integer outside the column's range")
         return value
     if value_type is float:
@@ -135,8 +138,8 @@ def check_value(value: Any, column: Column, row: int) -> float | int:
             raise fail("out_of_range", "got a number outside the double range")
         if kind in _INT_RANGE:
             raise fail("type_mismatch", "got a floating-point number")
-        if kind == "float" and abs(value) > FLOAT32_MAX:
-            raise fail("out_of_range", "got a number outside float32 range")
+        if abs(value) > FLOAT32_MAX:
+            raise fail("out_of_range", "got a number beyond +-3.4e38")
         return value
     if value is None:
         raise fail("null_value", "got null, and the signature does not allow missing values")

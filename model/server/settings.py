@@ -29,6 +29,9 @@ class ServerSettings:
     """Most rows one request may carry (413 beyond)."""
     drain_seconds: float = 20.0
     """Upper bound on shutdown after SIGTERM: keep serving, then finish in-flight requests, exit 0."""
+    max_request_seconds: float = 30.0
+    """Time limit per request, from its arrival to its answer: 504 (gRPC DEADLINE_EXCEEDED) beyond, 408
+    when its body has not arrived by then. The serving component passes mlops:serving.max_request_seconds."""
     batch_wait_ms: float = 0.2
     """Longest a model call waits for requests that are still being decoded (0: never waits)."""
     batch_combined_rows: int = 512
@@ -47,6 +50,7 @@ class ServerSettings:
             "max_body_bytes": self.max_body_bytes > 0,
             "max_batch_rows": self.max_batch_rows > 0,
             "drain_seconds": self.drain_seconds >= 0,
+            "max_request_seconds": self.max_request_seconds > 0,
             "batch_wait_ms": 0 <= self.batch_wait_ms <= 1000,
             "batch_combined_rows": self.batch_combined_rows > 0,
             "load_attempts": self.load_attempts > 0,
@@ -56,7 +60,8 @@ class ServerSettings:
         if bad:
             raise ValueError(
                 f"invalid server setting {bad[0]}={getattr(self, bad[0])!r} (ports 0-65535, sizes > 0, "
-                f"drain >= 0, batch wait 0-1000 ms, drift window 0-{MAX_DRIFT_WINDOW_ROWS} rows)"
+                f"drain >= 0, request limit > 0, batch wait 0-1000 ms, "
+                f"drift window 0-{MAX_DRIFT_WINDOW_ROWS} rows)"
             )
         if not self.model_uri:
             raise ValueError("model_uri is required: pass --model-uri or set MLOPS_MODEL_URI")

@@ -316,6 +316,21 @@ def test_bad_v2_requests(
     assert isinstance(response.json()["error"], str)
 
 
+def test_v2_id_with_a_lone_surrogate_is_refused(client: TestClient, release: Release) -> None:
+    """A JSON escape may hold half a UTF-16 pair; the answer echoes the id, and could not encode it."""
+    width = len(release.columns)
+    body = json.dumps(
+        {
+            "id": f"\ud800{MARKER}",
+            "inputs": [{"name": "input-0", "shape": [1, width], "datatype": "FP64", "data": [0.5] * width}],
+        }
+    )
+    response = client.post(
+        f"/v2/models/{release.model_name}/infer", content=body, headers={"content-type": "application/json"}
+    )
+    check_error(response, 400, "invalid_structure", "id", None)
+
+
 def test_v2_values_are_checked_like_invocations(client: TestClient, release: Release) -> None:
     width = len(release.columns)
     url = f"/v2/models/{release.model_name}/infer"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 
-from model.runtime import Prediction
+from model.runtime import LinearRuntime, Prediction
 from model.server.batching import INLINE_ROWS, MicroBatcher
+from model.server.errors import RequestError
 
 
 def _threads_used(seconds_per_call: float, rows: int, calls: int) -> list[str]:
@@ -49,3 +51,99 @@ def test_quick_large_calls_run_inline_slow_ones_on_the_worker() -> None:
     assert all(name.startswith("mlops-predict") for name in slow)
     # A few rows always run inline.
     assert _threads_used(0.003, INLINE_ROWS, 2) == [threading.main_thread().name] * 2
+
+
+def _slicing_run(cancel_big: bool) -> tuple[list[tuple[str, int]], Prediction | None, Prediction]:
+    """A 3-slice request (max_rows 100, 250 rows) on a model whose calls run on the worker; a
+    1-row request arrives while the first slice is in the model. Returns the model calls as
+    (request, rows), the big request's answer (None when cancelled after its first slice) and
+    the small one's."""
+    calls: list[tuple[str, int]] = []
+    first_slice_running = threading.Event()
+    small_queued = threading.Event()
+
+    def predict(X: np.ndarray) -> Prediction:
+        calls.append(("small" if X[0, 0] < 0 else "big", len(X)))
+        if len(calls) == 1:
+            first_slice_running.set()
+            assert small_queued.wait(10)
+        return Prediction(X[:, 0].copy(), np.stack([X[:, 0], -X[:, 0]], axis=1))
+
+    async def run() -> tuple[Prediction | None, Prediction]:
+        # A model clock that says every call is slow, so that all of them go to the worker thread.
+        ticks = iter(range(0, 10**6, 1))
+        batcher = MicroBatcher(predict, 100, 0.0, lambda: 0, lambda _r, _n: None, clock=lambda: next(ticks))
+        big_rows = np.arange(250, dtype=np.float64).reshape(-1, 1).repeat(2, axis=1)
+        try:
+            big = asyncio.ensure_future(batcher.predict(big_rows))
+            while not first_slice_running.is_set():
+                await asyncio.sleep(0.001)
+            small = asyncio.ensure_future(batcher.predict(np.full((1, 2), -1.0)))
+            await asyncio.sleep(0)  # the small request is queued now
+            if cancel_big:
+                big.cancel()
+            small_queued.set()
+            small_result = await small
+            if cancel_big:
+                # Another request after the cancelled one: the batcher is still serving.
+                await batcher.predict(np.full((1, 2), -2.0))
+                return None, small_result
+            return await big, small_result
+        finally:
+            batcher.close()
+
+    big_result, small_result = asyncio.run(run())
+    return calls, big_result, small_result
+
+
+def test_a_large_request_goes_in_slices_with_others_in_between() -> None:
+    calls, big, small = _slicing_run(cancel_big=False)
+    # The 1-row request waits for one slice of the 250-row one, not for all of its rows.
+    assert calls == [("big", 100), ("small", 1), ("big", 100), ("big", 50)]
+    assert big is not None and big.probabilities is not None
+    assert big.values.tolist() == list(range(250))
+    assert big.probabilities.shape == (250, 2) and big.probabilities[:, 1].tolist() == [
+        -v for v in range(250)
+    ]
+    assert small.values.tolist() == [-1.0]
+
+
+def test_an_abandoned_request_loses_its_queued_slices() -> None:
+    """A request whose caller gave up (the server's time limit) keeps only the slice already in
+    the model; its other rows are never predicted, and the batcher goes on serving."""
+    calls, _, small = _slicing_run(cancel_big=True)
+    assert calls == [("big", 100), ("small", 1), ("small", 1)]
+    assert small.values.tolist() == [-1.0]
+
+
+def test_an_answer_that_is_not_finite_fails_only_its_own_request() -> None:
+    """A linear model's arithmetic overflows on a feature with a tiny spread (scikit-learn refuses
+    such an input); the request it belongs to gets out_of_range with its own row number, and the
+    request it was combined with gets its answer."""
+    runtime = LinearRuntime(np.array([2.0]), np.array([0.0]), np.zeros(1), np.array([1e-300]), None)
+    calls: list[int] = []
+
+    def predict(X: np.ndarray) -> Prediction:
+        calls.append(len(X))
+        with np.errstate(over="ignore"):
+            return runtime.predict(X)
+
+    async def run() -> tuple[Any, ...]:
+        batcher = MicroBatcher(predict, 100, 0.0, lambda: 0, lambda _r, _n: None)
+        try:
+            return await asyncio.gather(
+                batcher.predict(np.array([[1.0]])),
+                batcher.predict(np.array([[1.0], [3e38]])),
+                return_exceptions=True,
+            )
+        finally:
+            batcher.close()
+
+    fine, refused = asyncio.run(run())
+    assert calls == [3]  # one model call for both
+    assert (
+        np.isfinite(fine.values).all()
+        and fine.values.tolist() == runtime.predict(np.array([[1.0]])).values.tolist()
+    )
+    assert isinstance(refused, RequestError)
+    assert (refused.status, refused.code, refused.row) == (400, "out_of_range", 1)
