@@ -5,6 +5,10 @@
   reaches a listener on the bridge address, but not the same listener through another of the
   host's addresses, nor a TEST-NET address (and the DROP rule's counters show it was the rule).
 * DNS: cluster names resolve; any other name is refused at once, never forwarded.
+* NetworkPolicy: enforced by the controller scripts/cluster runs (kube-network-policies): a
+  default-deny ingress policy blocks pod A -> pod B, an allow for A's labels admits A (not C),
+  a default-deny egress policy with DNS allowed blocks A -> B while A still resolves cluster
+  names, and deleting the policies restores the traffic.
 * Images: a pod runs the serving image by digest from the locally imported archive, and a pull
   from any registry that is not on loopback fails without leaving the machine.
 
@@ -21,7 +25,10 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -331,3 +338,182 @@ def test_no_image_pull_leaves_the_machine(cluster: Cluster, namespace: str) -> N
         time.sleep(0.5)
     assert message, "the pull neither failed nor succeeded within 60s"
     assert "127.0.0.1:9" in message, message
+
+
+# ------------------------------------------------------------------ NetworkPolicy --
+# scripts/cluster runs kube-network-policies (scripts/bootstrap-netpol) on the host: its nftables
+# table queues the first packet of each connection to or from a pod a policy selects, and it
+# accepts or drops the packet. Policies take effect asynchronously (informers, then the table's
+# address set), so each expectation is polled for at most POLICY_WAIT_S.
+POLICY_WAIT_S = 30
+SERVER_PORT = 8080
+# Run in a pod: accept TCP connections on argv[1] and close them.
+TCP_SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(64)
+while True:
+    s.accept()[0].close()
+"""
+
+
+@dataclass
+class PolicyPods:
+    """Pods named and labelled (role=) server (B, listening on SERVER_PORT), client (A) and
+    other (C: traffic that a policy for A's labels must not admit), in a namespace of their own."""
+
+    namespace: str
+    server_ip: str
+
+
+@pytest.fixture(scope="module")
+def policy_pods(cluster: Cluster) -> Iterator[PolicyPods]:
+    assert "serving" in cluster.images, f"no serving image in {cluster.images}: scripts/build-images"
+    namespace = cluster.create_namespace("netpol-test")
+    image = cluster.images["serving"]
+    sleep = ["python", "-c", "import time; time.sleep(900)"]
+    pods = []
+    for name, role, command in [
+        ("server", "server", ["python", "-c", TCP_SERVER, str(SERVER_PORT)]),
+        ("client", "client", sleep),
+        ("other", "other", sleep),
+    ]:
+        pod = pod_manifest(name, namespace, image, command)
+        pod["metadata"]["labels"]["role"] = role
+        pods.append(pod)
+    cluster.apply(*pods)
+    try:
+        for pod in pods:
+            cluster.wait_pod(pod["metadata"]["name"], namespace, phases=("Running",), timeout=120)
+        server_ip = cluster.get_json("-n", namespace, "pod", "server")["status"]["podIP"]
+        yield PolicyPods(namespace, server_ip)
+    finally:
+        cluster.delete_namespace(namespace)
+
+
+def _connect(cluster: Cluster, pods: PolicyPods, pod: str) -> str:
+    """One TCP connect from `pod` to the server: ok, timeout (dropped) or an error."""
+    proc = cluster.exec(
+        pod,
+        pods.namespace,
+        "python",
+        "-c",
+        CONNECT_PROBE,
+        json.dumps([[pods.server_ip, SERVER_PORT]]),
+        "2",
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return str(json.loads(proc.stdout)[pods.server_ip])
+
+
+def _expect_connect(cluster: Cluster, pods: PolicyPods, expected: dict[str, str]) -> None:
+    """Poll until every pod's connect to the server has the expected outcome."""
+    start = time.monotonic()
+    while True:
+        seen = {pod: _connect(cluster, pods, pod) for pod in expected}
+        if seen == expected:
+            return
+        waited = time.monotonic() - start
+        assert waited < POLICY_WAIT_S, f"after {waited:.0f}s: {seen}, expected {expected}"
+        time.sleep(1)
+
+
+def _policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def _dropped_by_controller(cluster: Cluster) -> float:
+    """Packets the controller gave a drop verdict (its Prometheus counter, on loopback)."""
+    with urllib.request.urlopen(cluster.facts["netpol_metrics"], timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kube_network_policies_packet_count{") and 'verdict="drop"' in line
+    )
+
+
+def test_network_policy_controller_table_is_installed(cluster: Cluster) -> None:
+    family, name = cluster.facts["netpol_table"].split()
+    table = subprocess.run(
+        ["nft", "list", "table", family, name], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert "hook postrouting" in table, table
+    assert "set podips-v4" in table, table
+
+
+def test_network_policy_ingress_deny_then_allow_by_labels(cluster: Cluster, policy_pods: PolicyPods) -> None:
+    pods, ns = policy_pods, policy_pods.namespace
+    cluster.kubectl("-n", ns, "delete", "networkpolicy", "--all")
+    _expect_connect(cluster, pods, {"client": "ok", "other": "ok"})
+    dropped_before = _dropped_by_controller(cluster)
+
+    deny = _policy(ns, "default-deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    cluster.apply(deny)
+    _expect_connect(cluster, pods, {"client": "timeout", "other": "timeout"})
+    assert _dropped_by_controller(cluster) > dropped_before, "the controller gave no drop verdict"
+
+    allow = _policy(
+        ns,
+        "allow-client",
+        {
+            "podSelector": {"matchLabels": {"role": "server"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                    "ports": [{"protocol": "TCP", "port": SERVER_PORT}],
+                }
+            ],
+        },
+    )
+    cluster.apply(allow)
+    _expect_connect(cluster, pods, {"client": "ok", "other": "timeout"})
+
+    cluster.kubectl("-n", ns, "delete", "networkpolicy", "default-deny-ingress", "allow-client")
+    _expect_connect(cluster, pods, {"client": "ok", "other": "ok"})
+
+
+def test_network_policy_egress_deny_keeps_dns(cluster: Cluster, policy_pods: PolicyPods) -> None:
+    pods, ns = policy_pods, policy_pods.namespace
+    cluster.kubectl("-n", ns, "delete", "networkpolicy", "--all")
+    _expect_connect(cluster, pods, {"client": "ok"})
+    dns_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    egress = _policy(
+        ns,
+        "client-egress-dns-only",
+        {
+            "podSelector": {"matchLabels": {"role": "client"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [dns_peer],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                }
+            ],
+        },
+    )
+    cluster.apply(egress)
+    # Blocked for the client only: the other pod has no egress policy.
+    _expect_connect(cluster, pods, {"client": "timeout", "other": "ok"})
+
+    api_name = f"kubernetes.default.svc.{cluster.cluster_domain}"
+    proc = cluster.exec("client", ns, "python", "-c", DNS_PROBE, str(cluster.dns_ip), api_name, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads(proc.stdout)[api_name]
+    assert resolved.get("resolved") == [str(cluster.service_cidr[1])], resolved
+    assert resolved["rcode"] == 0 and resolved["id_ok"], resolved
+
+    cluster.kubectl("-n", ns, "delete", "networkpolicy", "client-egress-dns-only")
+    _expect_connect(cluster, pods, {"client": "ok", "other": "ok"})
