@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from components.providers.mlflow_credentials import TrackingCredentials
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -230,8 +232,10 @@ def start_seaweedfs(workdir: Path, timeout_s: float = 60, host: str = "127.0.0.1
 class MlflowService:
     tracking_uri: str
     artifact_root: str
-    """s3:// root where the trainer writes release artifacts."""
+    """Where releases go: an s3:// root (start_mlflow), or the server's own artifact location."""
     process: ManagedProcess
+    credentials: TrackingCredentials | None = None
+    """The basic-auth admin, when the server runs with authentication."""
 
     def start(self, timeout_s: float = 90) -> None:
         """Start (or restart, on the same port and database)."""
@@ -242,39 +246,90 @@ class MlflowService:
         self.process.stop()
 
 
-def start_mlflow(
-    workdir: Path, s3: S3Service, timeout_s: float = 90, host: str = "127.0.0.1"
+TEST_NAMESPACE = "mlops-test"
+"""The namespace whose Service names the tests' servers answer to, as the component's does."""
+
+
+def run_mlflow_server(
+    workdir: Path,
+    *,
+    artifacts: str,
+    serve_artifacts: bool,
+    host: str = "127.0.0.1",
+    cors_allowed_origins: tuple[str, ...] = (),
+    admin_password: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90,
 ) -> MlflowService:
-    """`mlflow server` on SQLite, proxying run artifacts to a SeaweedFS bucket, listening on `host`."""
+    """`mlflow server` on SQLite with the arguments the ModelRegistry component renders
+    (`mlflow_server_args`): security middleware on, answering its Service's names, loopback and
+    `host`; with `admin_password`, the basic-auth app configured as the component configures it."""
+    # Imported here: the component module brings Pulumi, which most users of this module need not.
+    from components.registry import (
+        AUTH_CONFIG_FILE,
+        SERVER_ENV,
+        auth_secret_data,
+        mlflow_server_args,
+        service_hosts,
+    )
+
     workdir.mkdir(parents=True, exist_ok=True)
-    runs_bucket = s3.make_bucket("mlflow-runs")
-    releases_bucket = s3.make_bucket("releases")
     port = free_port()
     argv = [
         str(VENV_BIN / "mlflow"),
         "server",
-        "--backend-store-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination",
-        f"s3://{runs_bucket}/mlflow",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
+        *mlflow_server_args(
+            backend_store_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+            artifacts=artifacts,
+            serve_artifacts=serve_artifacts,
+            allowed_hosts=[*service_hosts(TEST_NAMESPACE), host],
+            cors_allowed_origins=cors_allowed_origins,
+            auth=admin_password is not None,
+            host=host,
+            port=port,
+        ),
     ]
-    env = {
-        **os.environ,
-        **s3.env(),
-        "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE": "true",
-        # As the ModelRegistry component runs it: no GenAI job runner (seven ~220 MB processes).
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
+    # Nothing inherited may loosen the server: no security switch, no auth settings of the caller's.
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_SERVER_", "MLFLOW_AUTH_"))}
+    server_env.update({**(env or {}), **SERVER_ENV})
+    credentials = None
+    if admin_password is not None:
+        credentials = TrackingCredentials("admin", admin_password)
+        data = auth_secret_data(
+            credentials.username, admin_password, f"sqlite:///{workdir / 'basic_auth.db'}"
+        )
+        config = workdir / AUTH_CONFIG_FILE
+        config.write_text(data.pop(AUTH_CONFIG_FILE))
+        server_env.update(data, MLFLOW_AUTH_CONFIG_PATH=str(config))
     service = MlflowService(
         f"http://{host}:{port}",
-        f"s3://{releases_bucket}",
-        ManagedProcess("mlflow", argv, workdir / "mlflow.log", env=env),
+        artifacts,
+        ManagedProcess("mlflow", argv, workdir / "mlflow.log", env=server_env),
+        credentials,
     )
     service.start(timeout_s)
+    return service
+
+
+def start_mlflow(
+    workdir: Path,
+    s3: S3Service,
+    timeout_s: float = 90,
+    host: str = "127.0.0.1",
+    admin_password: str | None = None,
+) -> MlflowService:
+    """`mlflow server` on SQLite, proxying run artifacts to a SeaweedFS bucket, listening on `host`;
+    releases go to another bucket (`artifact_root`)."""
+    runs_bucket = s3.make_bucket("mlflow-runs")
+    releases_bucket = s3.make_bucket("releases")
+    service = run_mlflow_server(
+        workdir,
+        artifacts=f"s3://{runs_bucket}/mlflow",
+        serve_artifacts=True,
+        host=host,
+        admin_password=admin_password,
+        env=s3.env(),
+        timeout_s=timeout_s,
+    )
+    service.artifact_root = f"s3://{releases_bucket}"
     return service

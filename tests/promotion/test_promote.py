@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import infra.promotion
+from components.providers.mlflow_credentials import tracking_client
 from infra.cli import app
 from infra.history import read_history
 from infra.promotion import PromotionError, destination_lock, place_of, promote
@@ -36,6 +37,7 @@ from tests.services import MlflowService, S3Service, start_mlflow, start_seaweed
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "breast-cancer"
+PROD_MLFLOW_PASSWORD = "Prod-MLflow-Admin-7f3a"
 
 
 @dataclass
@@ -77,7 +79,7 @@ class World:
         return train_release(spec, registry, self.workdir, lambda _: None).release_id
 
     def prod(self) -> MlflowClient:
-        return MlflowClient(self.prod_mlflow.tracking_uri, self.prod_mlflow.tracking_uri)
+        return tracking_client(self.prod_mlflow.tracking_uri, self.prod_mlflow.credentials)
 
     def prod_versions(self) -> dict[str, str]:
         found = self.prod().search_model_versions(f"name = '{MODEL}'")
@@ -111,7 +113,8 @@ def world(
     root = tmp_path_factory.mktemp("promotion") / "project"
     root.mkdir()
     prod_s3 = start_seaweedfs(root.parent / "prod-s3")
-    prod_mlflow = start_mlflow(root.parent / "prod-mlflow", prod_s3)
+    # Prod's MLflow requires a user, as Pulumi.prod.yaml says (mlops:tracking.auth).
+    prod_mlflow = start_mlflow(root.parent / "prod-mlflow", prod_s3, admin_password=PROD_MLFLOW_PASSWORD)
     dev_bucket, prod_bucket = s3.make_bucket("dev"), prod_s3.make_bucket("prod")
     shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
     (root / "infra").symlink_to(REPO / "infra")
@@ -135,6 +138,7 @@ def world(
             env.setenv(key, value)
         env.setenv("MLOPS_S3_ACCESS_KEY_ID_PROD", prod_s3.access_key)  # prod's store: its own
         env.setenv("MLOPS_S3_SECRET_ACCESS_KEY_PROD", prod_s3.secret_key)
+        env.setenv("MLOPS_TRACKING_PASSWORD_PROD", PROD_MLFLOW_PASSWORD)  # prod's login
         env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an outage fails in seconds
         env.setenv("GITHUB_ACTOR", "release-bot")
         yield World(root, s3, prod_s3, mlflow_server, prod_mlflow, dev_bucket, prod_bucket, root.parent, [])
