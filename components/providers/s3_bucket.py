@@ -1,7 +1,8 @@
 """`S3Bucket`: the artifact bucket on any S3 API (AWS S3, MinIO, SeaweedFS), through boto3.
 
 A `pulumi.dynamic` resource. It creates the bucket (or adopts one the credentials already own),
-turns versioning on and blocks public access. The provider is pickled with its closure by the
+turns versioning on, blocks public access, sets default server-side encryption and, asked to,
+a TLS-only bucket policy. The provider is pickled with its closure by the
 engine and unpickled in the dynamic-provider process, so `S3BucketProvider` keeps every helper
 on the class and imports boto3 inside its methods.
 
@@ -19,6 +20,23 @@ to Put/Get/DeletePublicAccessBlock. The provider never pretends the block is in 
   time, not a guard against a later change: `pulumi refresh` re-checks and shows the drift;
 * on AWS itself NotImplemented is an error.
 
+Encryption and TLS-only, where the store supports them
+-------------------------------------------------------
+`encryption="AES256"` sets the bucket's default encryption (SSE-S3) and reads it back; an
+existing SSE-KMS default is kept (it is at least as strong). Accepting the setting is not proof:
+SeaweedFS without a key-encryption key (`s3.sse.kek` / `WEED_S3_SSE_KEY`) stores the setting and
+then fails every write with 500 InternalError. So on non-AWS stores the provider also writes a
+probe object and checks the store reports it encrypted (then removes every version of it). A store
+that cannot encrypt (NotImplemented, as MinIO answers without a KMS, or the probe failing) gets its
+setting reverted and `encryption_enforcement = "unsupported"`, with a warning; on AWS that is an
+error. `encryption="none"` sets nothing and removes nothing.
+
+`tls_only=True` adds one statement (Sid `MlopsDenyInsecureTransport`) to the bucket policy,
+keeping the others: Deny `s3:*` when `aws:SecureTransport` is false; it is read back
+(`tls_enforcement = "bucket-policy"`). SeaweedFS enforces it: over plain HTTP even the owner's
+requests are denied, deleting the policy included, so `tls_only` is refused with an http://
+endpoint. A store without bucket policies (NotImplemented) records `"unsupported"` (AWS: error).
+
 Deleting
 --------
 S3 normally refuses to delete a non-empty bucket, but SeaweedFS deletes one with objects and
@@ -31,7 +49,7 @@ only stops managing it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pulumi
 import pulumi.dynamic
@@ -42,6 +60,12 @@ MLOPS_KIND = "s3-bucket"
 """Value of the `mlops_kind` state property; the policy pack finds the bucket by it."""
 
 SECRET_PROPS = ("access_key_id", "secret_access_key")
+
+IN_PLACE_PROPS = ("versioning", "block_public_access", "force_destroy", "encryption", "tls_only")
+"""Settings an update changes on the live bucket; the name, endpoint and region replace it."""
+
+Encryption = Literal["AES256", "none"]
+ENCRYPTIONS: tuple[str, ...] = get_args(Encryption)
 
 
 class S3BucketError(RuntimeError):
@@ -77,6 +101,14 @@ class S3BucketArgs:
     force_destroy: bool = False
     """On delete, remove every object version first; otherwise deleting a non-empty bucket fails."""
 
+    encryption: Encryption = "AES256"
+    """Default server-side encryption: "AES256" (SSE-S3; an existing SSE-KMS default is kept) or
+    "none" (set nothing, remove nothing). See `encryption_enforcement` for what holds."""
+
+    tls_only: bool = False
+    """Deny every request not made over TLS (bucket policy). Refused with an http:// endpoint: the
+    policy would deny Pulumi's own requests too."""
+
 
 class S3BucketProvider(pulumi.dynamic.ResourceProvider):
     """CRUD for one bucket. Self-contained: the engine pickles it; boto3 is imported in methods."""
@@ -90,6 +122,9 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
         "http://acs.amazonaws.com/groups/global/AllUsers",
         "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
     )
+    _TLS_SID = "MlopsDenyInsecureTransport"
+    _PROBE_KEY = ".mlops/encryption-probe"
+    _SSE_MODES = {"AES256": "sse-s3", "aws:kms": "sse-kms", "aws:kms:dsse": "sse-kms"}
 
     # ---- helpers (methods, so the pickled provider carries them) ----
 
@@ -112,7 +147,13 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
             "versioning": p.get("versioning", True) is not False,
             "block_public_access": p.get("block_public_access", True) is not False,
             "force_destroy": p.get("force_destroy", False) is True,
+            # State written before these settings existed holds neither: the bucket has none.
+            "encryption": p.get("encryption") or "none",
+            "tls_only": p.get("tls_only", False) is True,
             "adopted": p.get("adopted", False) is True,
+            # What the last apply found (read keeps a store's "unsupported" steady).
+            "encryption_enforcement": p.get("encryption_enforcement") or "none",
+            "tls_enforcement": p.get("tls_enforcement") or "none",
         }
 
     @staticmethod
@@ -126,6 +167,20 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
         return endpoint is None or "amazonaws.com" in str(endpoint)
 
     @staticmethod
+    def _setting_problem(s: dict[str, Any]) -> tuple[str, str] | None:
+        """(property, why) for a setting the provider must refuse before touching the store."""
+        if s["encryption"] not in ENCRYPTIONS:
+            return "encryption", f"encryption {s['encryption']!r} is not one of {list(ENCRYPTIONS)}"
+        if s["tls_only"] and str(s["endpoint_url"] or "https://").lower().startswith("http://"):
+            return "tls_only", (
+                f"tls_only needs an https:// endpoint, got {s['endpoint_url']!r}: the TLS-only bucket "
+                "policy denies every plain-HTTP request, this provider's and the pods' included (on "
+                "SeaweedFS even deleting the policy), which locks the stack out of its bucket. Serve "
+                "the S3 API over TLS, or set tls_only to false"
+            )
+        return None
+
+    @staticmethod
     def _code(exc: Exception) -> str:
         response = getattr(exc, "response", None) or {}
         return str(response.get("Error", {}).get("Code", ""))
@@ -135,7 +190,7 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
         response = getattr(exc, "response", None) or {}
         return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
-    def _client(self, s: dict[str, Any]) -> Any:
+    def _client(self, s: dict[str, Any], attempts: int = 3) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -151,13 +206,17 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
             aws_access_key_id=s["access_key_id"],
             aws_secret_access_key=s["secret_access_key"],
             config=Config(
-                retries={"max_attempts": 3, "mode": "standard"},
+                retries={"max_attempts": attempts, "mode": "standard"},
                 connect_timeout=10,
                 read_timeout=60,
                 # path-style works on every S3-compatible store; AWS keeps virtual-host style.
                 s3={"addressing_style": "auto" if self._is_aws(s) else "path"},
             ),
         )
+
+    def _unsupported(self, s: dict[str, Any], exc: Exception) -> bool:
+        """The store does not implement the call (never excused on AWS itself)."""
+        return not self._is_aws(s) and (self._code(exc) == "NotImplemented" or self._status(exc) == 501)
 
     def _fail(self, s: dict[str, Any], action: str, exc: Exception) -> S3BucketError:
         code = self._code(exc) or type(exc).__name__
@@ -285,7 +344,182 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
         private = not self._public_exposure(client, s)
         return private, "verified-private" if private else "none"
 
-    def _outs(self, s: dict[str, Any], versioning: bool, blocked: bool, mode: str) -> dict[str, Any]:
+    # ---- default encryption ----
+
+    def _live_encryption(self, client: Any, s: dict[str, Any]) -> str | None:
+        """The bucket's default encryption algorithm; None without one (or without the API)."""
+        try:
+            conf = client.get_bucket_encryption(Bucket=s["bucket_name"])
+        except Exception as exc:
+            missing = self._code(exc) == "ServerSideEncryptionConfigurationNotFoundError"
+            if missing or self._unsupported(s, exc):
+                return None
+            raise self._fail(s, "GetBucketEncryption", exc) from exc
+        for rule in conf.get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
+            algorithm = rule.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+            if algorithm:
+                return str(algorithm)
+        return None
+
+    def _encrypts_writes(self, s: dict[str, Any]) -> bool:
+        """Write a probe object and see whether the store says it encrypted it; remove it again."""
+        client = self._client(s, attempts=1)  # a store that cannot encrypt answers 500: no retries
+        try:
+            put = client.put_object(Bucket=s["bucket_name"], Key=self._PROBE_KEY, Body=b"")
+        except Exception as exc:
+            if self._status(exc) >= 500:
+                return False
+            raise self._fail(s, "PutObject (encryption probe)", exc) from exc
+        items = [v for v in self._versions(client, s, self._PROBE_KEY) if v["Key"] == self._PROBE_KEY]
+        self._delete_items(client, s, items)
+        return put.get("ServerSideEncryption") in self._SSE_MODES
+
+    def _apply_encryption(self, client: Any, s: dict[str, Any]) -> tuple[str, str]:
+        """Returns (encryption as requested, enforcement mode)."""
+        live = self._live_encryption(client, s)
+        if s["encryption"] == "none":
+            return "none", self._SSE_MODES.get(live or "", "none")
+        changed = live is None
+        if changed:
+            rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": s["encryption"]}}
+            try:
+                client.put_bucket_encryption(
+                    Bucket=s["bucket_name"], ServerSideEncryptionConfiguration={"Rules": [rule]}
+                )
+            except Exception as exc:
+                if not self._unsupported(s, exc):
+                    raise self._fail(s, f"PutBucketEncryption({s['encryption']})", exc) from exc
+                return self._unencrypted(s, "answers NotImplemented to PutBucketEncryption")
+            live = self._live_encryption(client, s)
+        if live is None:
+            if self._is_aws(s):
+                raise S3BucketError(f"{self._where(s)}: no default encryption after PutBucketEncryption")
+            return self._unencrypted(s, "accepted PutBucketEncryption but does not report it")
+        if not self._is_aws(s) and not self._encrypts_writes(s):
+            if changed:
+                try:
+                    client.delete_bucket_encryption(Bucket=s["bucket_name"])  # writes work again
+                except Exception as exc:
+                    raise self._fail(s, "DeleteBucketEncryption (revert)", exc) from exc
+            return self._unencrypted(s, "cannot encrypt writes (SeaweedFS: no s3.sse.kek configured)")
+        return s["encryption"], self._SSE_MODES.get(live, "sse-s3")
+
+    def _unencrypted(self, s: dict[str, Any], why: str) -> tuple[str, str]:
+        pulumi.log.warn(
+            f"{self._where(s)}: encryption {s['encryption']} requested, but this store {why}; objects "
+            "are stored unencrypted (encryption_enforcement=unsupported). Enable server-side "
+            "encryption on the store, or set encryption to none to silence this"
+        )
+        return s["encryption"], "unsupported"
+
+    def _live_encryption_state(self, client: Any, s: dict[str, Any]) -> tuple[str, str]:
+        live = self._live_encryption(client, s)
+        if live is not None:
+            return s["encryption"], self._SSE_MODES.get(live, "sse-s3")
+        if s["encryption"] != "none" and s["encryption_enforcement"] == "unsupported":
+            return s["encryption"], "unsupported"  # as found at apply time: no drift
+        return "none", "none"
+
+    # ---- TLS-only bucket policy ----
+
+    def _policy(self, client: Any, s: dict[str, Any]) -> dict[str, Any] | None:
+        """The bucket policy document ({} without one); None when the store has no bucket policies."""
+        import json
+
+        try:
+            raw = client.get_bucket_policy(Bucket=s["bucket_name"]).get("Policy") or "{}"
+        except Exception as exc:
+            if self._code(exc) == "NoSuchBucketPolicy":
+                return {"Statement": []}
+            if self._unsupported(s, exc):
+                return None
+            raise self._fail(s, "GetBucketPolicy", exc) from exc
+        doc = json.loads(raw)
+        statements = doc.get("Statement", [])
+        doc["Statement"] = statements if isinstance(statements, list) else [statements]
+        return dict(doc)
+
+    def _tls_statement(self, s: dict[str, Any]) -> dict[str, Any]:
+        partitions = {"cn-": "aws-cn", "us-gov-": "aws-us-gov"}
+        partition = next((p for r, p in partitions.items() if s["region"].startswith(r)), "aws")
+        arn = f"arn:{partition}:s3:::{s['bucket_name']}"
+        return {
+            "Sid": self._TLS_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+
+    def _denies_plain_http(self, doc: dict[str, Any]) -> bool:
+        for st in doc.get("Statement", []):
+            value = st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+            values = value if isinstance(value, list) else [value]
+            if st.get("Sid") == self._TLS_SID and st.get("Effect") == "Deny" and "false" in map(str, values):
+                return True
+        return False
+
+    def _apply_tls(self, client: Any, s: dict[str, Any]) -> tuple[bool, str]:
+        """Returns (tls_only as requested, enforcement mode)."""
+        import json
+
+        doc = self._policy(client, s)
+        if doc is None:
+            return self._tls_unsupported(s)
+        others = [st for st in doc["Statement"] if st.get("Sid") != self._TLS_SID]
+        wanted = [*others, self._tls_statement(s)] if s["tls_only"] else others
+        if wanted != doc["Statement"]:
+            try:
+                if wanted:
+                    policy = {"Version": "2012-10-17", **doc, "Statement": wanted}
+                    client.put_bucket_policy(Bucket=s["bucket_name"], Policy=json.dumps(policy))
+                else:
+                    client.delete_bucket_policy(Bucket=s["bucket_name"])
+            except Exception as exc:
+                if not self._unsupported(s, exc):
+                    raise self._fail(s, "PutBucketPolicy (TLS only)", exc) from exc
+                return self._tls_unsupported(s)
+        if not s["tls_only"]:
+            return False, "none"
+        if not self._denies_plain_http(self._policy(client, s) or {}):
+            raise S3BucketError(f"{self._where(s)}: the TLS-only statement is missing after PutBucketPolicy")
+        return True, "bucket-policy"
+
+    def _tls_unsupported(self, s: dict[str, Any]) -> tuple[bool, str]:
+        if not s["tls_only"]:
+            return False, "none"
+        pulumi.log.warn(
+            f"{self._where(s)}: tls_only requested, but this store has no bucket policies "
+            "(tls_enforcement=unsupported); require TLS on the store itself"
+        )
+        return True, "unsupported"
+
+    def _live_tls(self, client: Any, s: dict[str, Any]) -> tuple[bool, str]:
+        doc = self._policy(client, s)
+        if doc is None:
+            unsupported = s["tls_only"] and s["tls_enforcement"] == "unsupported"
+            return (True, "unsupported") if unsupported else (False, "none")
+        return (True, "bucket-policy") if self._denies_plain_http(doc) else (False, "none")
+
+    # ---- all settings ----
+
+    def _apply(self, client: Any, s: dict[str, Any]) -> dict[str, Any]:
+        """Apply every setting in order (the TLS-only policy last) and return the outputs."""
+        versioning = self._apply_versioning(client, s)
+        blocked, mode = self._apply_public_access(client, s)
+        encryption, encryption_mode = self._apply_encryption(client, s)
+        tls_only, tls_mode = self._apply_tls(client, s)
+        return self._outs(s, versioning, (blocked, mode), (encryption, encryption_mode), (tls_only, tls_mode))
+
+    def _outs(
+        self,
+        s: dict[str, Any],
+        versioning: bool,
+        public: tuple[bool, str],
+        encryption: tuple[str, str],
+        tls: tuple[bool, str],
+    ) -> dict[str, Any]:
         return {
             "bucket_name": s["bucket_name"],
             "endpoint_url": s["endpoint_url"],
@@ -293,28 +527,49 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
             "access_key_id": s["access_key_id"],
             "secret_access_key": s["secret_access_key"],
             "versioning": versioning,
-            "block_public_access": blocked,
+            "block_public_access": public[0],
             "force_destroy": s["force_destroy"],
+            "encryption": encryption[0],
+            "tls_only": tls[0],
             "uri": f"s3://{s['bucket_name']}",
             "mlops_kind": MLOPS_KIND,
-            "public_access_enforcement": mode,
+            "public_access_enforcement": public[1],
+            "encryption_enforcement": encryption[1],
+            "tls_enforcement": tls[1],
             "adopted": s["adopted"],
         }
 
-    def _versions(self, client: Any, s: dict[str, Any]) -> list[dict[str, str]]:
+    def _versions(self, client: Any, s: dict[str, Any], prefix: str = "") -> list[dict[str, str]]:
         """Every object version and delete marker (plain keys on stores without versions)."""
         items: list[dict[str, str]] = []
+        where = {"Bucket": s["bucket_name"], "Prefix": prefix}
         try:
-            for page in client.get_paginator("list_object_versions").paginate(Bucket=s["bucket_name"]):
+            for page in client.get_paginator("list_object_versions").paginate(**where):
                 for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
                     items.append({"Key": v["Key"], "VersionId": v["VersionId"]})
             return items
         except Exception as exc:
             if self._code(exc) != "NotImplemented":
                 raise self._fail(s, "ListObjectVersions", exc) from exc
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s["bucket_name"]):
+        for page in client.get_paginator("list_objects_v2").paginate(**where):
             items.extend({"Key": o["Key"]} for o in page.get("Contents", []))
         return items
+
+    def _delete_items(self, client: Any, s: dict[str, Any], items: list[dict[str, str]]) -> None:
+        for start in range(0, len(items), 1000):
+            batch = items[start : start + 1000]
+            try:
+                result = client.delete_objects(
+                    Bucket=s["bucket_name"], Delete={"Objects": batch, "Quiet": True}
+                )
+            except Exception as exc:
+                raise self._fail(s, "DeleteObjects", exc) from exc
+            if result.get("Errors"):
+                first = result["Errors"][0]
+                raise S3BucketError(
+                    f"{self._where(s)}: could not delete {len(result['Errors'])} object versions "
+                    f"(first: {first.get('Key')} {first.get('Code')}: {first.get('Message')})"
+                )
 
     # ---- the provider interface ----
 
@@ -331,10 +586,19 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
                     "lowercase letters, digits, '.' and '-', starting and ending with a letter or digit",
                 )
             )
+        problem = self._setting_problem(self._settings(news))
+        if problem is not None:
+            failures.append(pulumi.dynamic.CheckFailure(*problem))
         return pulumi.dynamic.CheckResult(news, failures)
+
+    def _refuse_bad_settings(self, s: dict[str, Any]) -> None:
+        problem = self._setting_problem(s)
+        if problem is not None:
+            raise S3BucketError(f"{self._where(s)}: {problem[1]}")
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         s = self._settings(props)
+        self._refuse_bad_settings(s)
         client = self._client(s)
         s["adopted"] = self._exists(client, s)
         if not s["adopted"]:
@@ -348,8 +612,7 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
                     raise self._fail(s, "CreateBucket", exc) from exc
                 s["adopted"] = True
         try:
-            versioning = self._apply_versioning(client, s)
-            blocked, mode = self._apply_public_access(client, s)
+            outs = self._apply(client, s)
         except Exception:
             # Create is transactional: a bucket we just made and could not configure goes away.
             if not s["adopted"]:
@@ -358,25 +621,26 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
                 except Exception as cleanup:
                     pulumi.log.warn(f"{self._where(s)}: cleanup after failed create failed: {cleanup}")
             raise
-        return pulumi.dynamic.CreateResult(s["bucket_name"], self._outs(s, versioning, blocked, mode))
+        return pulumi.dynamic.CreateResult(s["bucket_name"], outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         s = self._settings({**props, "bucket_name": props.get("bucket_name") or id_})
         client = self._client(s)
         if not self._exists(client, s):
             return pulumi.dynamic.ReadResult("", {})  # gone: the engine drops it from state
-        versioning = self._versioning_enabled(client, s)
-        blocked, mode = self._live_public_access(client, s)
-        return pulumi.dynamic.ReadResult(id_, self._outs(s, versioning, blocked, mode))
+        outs = self._outs(
+            s,
+            self._versioning_enabled(client, s),
+            self._live_public_access(client, s),
+            self._live_encryption_state(client, s),
+            self._live_tls(client, s),
+        )
+        return pulumi.dynamic.ReadResult(id_, outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         old, new = self._settings(olds), self._settings(news)
         replaces = [k for k in ("bucket_name", "endpoint_url", "region") if old[k] != new[k]]
-        in_place = [
-            k
-            for k in ("versioning", "block_public_access", "force_destroy", *SECRET_PROPS)
-            if old[k] != new[k]
-        ]
+        in_place = [k for k in (*IN_PLACE_PROPS, *SECRET_PROPS) if old[k] != new[k]]
         return pulumi.dynamic.DiffResult(
             changes=bool(replaces or in_place),
             replaces=replaces,
@@ -388,12 +652,11 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
         s = self._settings(news)
         s["adopted"] = self._settings(olds)["adopted"]
+        self._refuse_bad_settings(s)
         client = self._client(s)
         if not self._exists(client, s):
             raise S3BucketError(f"{self._where(s)}: the bucket no longer exists; run `pulumi refresh`")
-        versioning = self._apply_versioning(client, s)
-        blocked, mode = self._apply_public_access(client, s)
-        return pulumi.dynamic.UpdateResult(self._outs(s, versioning, blocked, mode))
+        return pulumi.dynamic.UpdateResult(self._apply(client, s))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         s = self._settings({**props, "bucket_name": props.get("bucket_name") or id_})
@@ -408,20 +671,7 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
                 f"{self._where(s)}: refusing to delete a non-empty bucket ({len(items)} object "
                 "versions); empty it first, or set force_destroy=True and `pulumi up` before destroying"
             )
-        for start in range(0, len(items), 1000):
-            batch = items[start : start + 1000]
-            try:
-                result = client.delete_objects(
-                    Bucket=s["bucket_name"], Delete={"Objects": batch, "Quiet": True}
-                )
-            except Exception as exc:
-                raise self._fail(s, "DeleteObjects", exc) from exc
-            if result.get("Errors"):
-                first = result["Errors"][0]
-                raise S3BucketError(
-                    f"{self._where(s)}: could not delete {len(result['Errors'])} object versions "
-                    f"(first: {first.get('Key')} {first.get('Code')}: {first.get('Message')})"
-                )
+        self._delete_items(client, s, items)
         left = self._versions(client, s)
         if left:
             raise S3BucketError(f"{self._where(s)}: {len(left)} object versions remain after emptying")
@@ -433,7 +683,7 @@ class S3BucketProvider(pulumi.dynamic.ResourceProvider):
 
 
 class S3Bucket(pulumi.dynamic.Resource):
-    """An artifact bucket: versioned, public access blocked, on AWS S3 or any S3-compatible store."""
+    """An artifact bucket: versioned, private, encrypted (optionally TLS-only), on any S3 API."""
 
     bucket_name: pulumi.Output[str]
     """The bucket's name."""
@@ -445,6 +695,10 @@ class S3Bucket(pulumi.dynamic.Resource):
     """Whether public access is blocked (see `public_access_enforcement` for how)."""
     public_access_enforcement: pulumi.Output[str]
     """`public-access-block` (S3 API), `verified-private` (no such API: ACL and policy checked) or `none`."""
+    encryption_enforcement: pulumi.Output[str]
+    """Default encryption in force: `sse-s3`, `sse-kms`, `unsupported` (asked for, store cannot) or `none`."""
+    tls_enforcement: pulumi.Output[str]
+    """`bucket-policy` (TLS-only statement read back), `unsupported` (no bucket policies) or `none`."""
 
     def __init__(self, name: str, args: S3BucketArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         def secret(value: pulumi.Input[str] | None) -> pulumi.Input[str] | None:
@@ -459,10 +713,14 @@ class S3Bucket(pulumi.dynamic.Resource):
             "versioning": args.versioning,
             "block_public_access": args.block_public_access,
             "force_destroy": args.force_destroy,
+            "encryption": args.encryption,
+            "tls_only": args.tls_only,
             "mlops_kind": MLOPS_KIND,
             # outputs the provider fills in
             "uri": None,
             "public_access_enforcement": None,
+            "encryption_enforcement": None,
+            "tls_enforcement": None,
             "adopted": None,
         }
         opts = pulumi.ResourceOptions.merge(

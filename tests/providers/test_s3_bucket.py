@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
+import secrets
+import subprocess
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -16,6 +22,7 @@ from components.providers.s3_bucket import (
     S3BucketError,
     S3BucketProvider,
 )
+from tests import services
 from tests.services import S3Service
 
 pytestmark = [pytest.mark.integration]
@@ -270,3 +277,155 @@ def test_resource_registers_with_credentials_secret(mocks: _Mocks) -> Any:
         getattr(bucket, "secret_access_key").is_secret(),  # noqa: B009
         bucket.bucket_name.is_secret(),
     ).apply(check)
+
+
+# ---- default encryption and the TLS-only policy, against real SeaweedFS ----
+
+
+def test_encryption_unsupported_store_is_reported_and_left_writable(s3: S3Service) -> None:
+    # The shared store has no key-encryption key: it accepts PutBucketEncryption, then fails
+    # every write with 500. The provider finds that out with a probe and undoes the setting.
+    bucket = _name("sse")
+    provider = S3BucketProvider()
+    outs = provider.create(_props(s3, bucket, encryption="AES256")).outs or {}
+    assert outs["encryption"] == "AES256" and outs["encryption_enforcement"] == "unsupported"
+    client = s3.client()
+    with pytest.raises(Exception, match="ServerSideEncryptionConfigurationNotFound"):
+        client.get_bucket_encryption(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="model.pkl", Body=b"v1")  # still writable
+    assert [v["Key"] for v in client.list_object_versions(Bucket=bucket).get("Versions", [])] == ["model.pkl"]
+    # Refresh keeps the finding: no drift, so no update on every `pulumi up`.
+    assert provider.read(bucket, outs).outs == outs
+    assert provider.diff(bucket, outs, _props(s3, bucket, encryption="AES256")).changes is False
+    provider.delete(bucket, {**outs, "force_destroy": True})
+
+
+def test_tls_only_is_refused_over_plain_http(s3: S3Service) -> None:
+    bucket = _name("tls")
+    provider = S3BucketProvider()
+    failures = provider.check({}, _props(s3, bucket, tls_only=True)).failures
+    assert [f.property for f in failures] == ["tls_only"]
+    assert s3.endpoint_url in failures[0].reason and "https://" in failures[0].reason
+    with pytest.raises(S3BucketError, match="locks the stack out"):
+        provider.create(_props(s3, bucket, tls_only=True))
+    assert not _exists(s3, bucket)
+    bad = provider.check({}, _props(s3, bucket, encryption="aws:kms")).failures
+    assert [f.property for f in bad] == ["encryption"] and "'AES256', 'none'" in bad[0].reason
+
+
+@dataclass
+class SecureStore:
+    """A SeaweedFS that can encrypt (a key-encryption key) and serves S3 over TLS too."""
+
+    service: S3Service
+    https_url: str
+    ca_bundle: Path
+
+    def https_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.https_url,
+            aws_access_key_id=self.service.access_key,
+            aws_secret_access_key=self.service.secret_key,
+            region_name=self.service.region,
+            verify=str(self.ca_bundle),
+        )
+
+
+@pytest.fixture(scope="module")
+def secure_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStore]:
+    work = tmp_path_factory.mktemp("seaweedfs-tls")
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    https_port = services.free_port()
+    tls_args = [f"-s3.cert.file={cert}", f"-s3.key.file={key}", f"-s3.port.https={https_port}"]
+
+    class TlsProcess(services.ManagedProcess):  # start_seaweedfs's process, with TLS flags
+        def __init__(self, name: str, argv: list[str], *args: Any, **kwargs: Any) -> None:
+            super().__init__(name, [*argv, *tls_args], *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "ManagedProcess", TlsProcess)
+        patch.setenv("WEED_S3_SSE_KEY", secrets.token_hex(32))  # SSE-S3's key-encryption key
+        service = services.start_seaweedfs(work / "store")
+    try:
+        yield SecureStore(service, f"https://127.0.0.1:{https_port}", cert)
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def secure(secure_store: SecureStore, monkeypatch: pytest.MonkeyPatch) -> SecureStore:
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(secure_store.ca_bundle))  # the provider's boto3 trusts it
+    return secure_store
+
+
+def _secure_props(store: SecureStore, bucket: str, **overrides: Any) -> dict[str, Any]:
+    return _props(store.service, bucket, endpoint_url=store.https_url, **overrides)
+
+
+def test_encrypted_tls_only_bucket_on_seaweedfs(secure: SecureStore) -> None:
+    bucket = _name("secure")
+    provider = S3BucketProvider()
+    outs = provider.create(_secure_props(secure, bucket, encryption="AES256", tls_only=True)).outs or {}
+    assert outs["encryption_enforcement"] == "sse-s3" and outs["encryption"] == "AES256"
+    assert outs["tls_enforcement"] == "bucket-policy" and outs["tls_only"] is True
+    assert outs["public_access_enforcement"] == "verified-private"  # the Deny statement is not public
+
+    https = secure.https_client()
+    written = https.put_object(Bucket=bucket, Key="model.pkl", Body=b"weights")
+    assert written["ServerSideEncryption"] == "AES256"
+    assert https.get_object(Bucket=bucket, Key="model.pkl")["Body"].read() == b"weights"
+    # The store enforces the policy: plain HTTP is denied, the owner's keys included.
+    with pytest.raises(Exception, match="AccessDenied"):
+        secure.service.client().get_object(Bucket=bucket, Key="model.pkl")
+    # The probe object left nothing behind: only the one version written above.
+    assert [v["Key"] for v in https.list_object_versions(Bucket=bucket).get("Versions", [])] == ["model.pkl"]
+
+    assert provider.read(bucket, outs).outs == outs
+    https.delete_bucket_policy(Bucket=bucket)  # drift, made outside Pulumi
+    drifted = provider.read(bucket, outs).outs or {}
+    assert drifted["tls_only"] is False and drifted["tls_enforcement"] == "none"
+    assert provider.diff(bucket, drifted, _secure_props(secure, bucket, tls_only=True)).changes is True
+    restored = provider.update(
+        bucket, drifted, _secure_props(secure, bucket, encryption="AES256", tls_only=True)
+    )
+    assert (restored.outs or {})["tls_enforcement"] == "bucket-policy"
+    provider.delete(bucket, {**(restored.outs or {}), "force_destroy": True})
+    assert bucket not in {b["Name"] for b in https.list_buckets()["Buckets"]}
+
+
+def _sids(client: Any, bucket: str) -> list[str]:
+    return [st["Sid"] for st in json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]]
+
+
+def test_tls_only_keeps_other_policy_statements_and_can_be_turned_off(secure: SecureStore) -> None:
+    bucket = _name("policy")
+    https = secure.https_client()
+    https.create_bucket(Bucket=bucket)
+    theirs = {
+        "Sid": "TheirsDenyDeletes",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:DeleteBucket",
+        "Resource": f"arn:aws:s3:::{bucket}",
+    }
+    https.put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [theirs]})
+    )
+    provider = S3BucketProvider()
+    outs = provider.create(_secure_props(secure, bucket, tls_only=True)).outs or {}
+    assert outs["adopted"] is True and outs["tls_enforcement"] == "bucket-policy"
+    assert _sids(https, bucket) == ["TheirsDenyDeletes", "MlopsDenyInsecureTransport"]
+
+    off = provider.update(bucket, outs, _secure_props(secure, bucket, tls_only=False)).outs or {}
+    assert off["tls_only"] is False and off["tls_enforcement"] == "none"
+    assert _sids(https, bucket) == ["TheirsDenyDeletes"]
+    secure.service.client().list_objects_v2(Bucket=bucket)  # plain HTTP works again
