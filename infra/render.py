@@ -74,6 +74,8 @@ class RenderedResource:
     """Inputs with secrets replaced by MASK (Kubernetes objects: camelCase, with apiVersion/kind)."""
     ignore_changes: list[str] = field(default_factory=list)
     """Property paths the engine keeps from the stack's state (`ignore_changes`): not a diff."""
+    protect: bool = False
+    """The `protect` option (inherited from the parent): the engine refuses to delete it."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -85,6 +87,8 @@ class RenderedResource:
         }
         if self.ignore_changes:
             out["ignore_changes"] = self.ignore_changes
+        if self.protect:
+            out["protect"] = True
         return out
 
 
@@ -112,8 +116,12 @@ class RenderResult:
         return objects
 
     def policy_resources(self) -> list[dict[str, Any]]:
-        """Every declared resource in the policy pack's shape: {type, name, props}."""
-        return [{"type": r.type, "name": r.name, "props": r.inputs} for r in self.resources if r.custom]
+        """Every declared resource in the policy pack's shape: {type, name, props, stack, protect}."""
+        return [
+            {"type": r.type, "name": r.name, "props": r.inputs, "stack": self.stack, "protect": r.protect}
+            for r in self.resources
+            if r.custom
+        ]
 
     def find(self, type_: str, name: str) -> RenderedResource:
         for resource in self.resources:
@@ -240,6 +248,7 @@ def _recording_monitor(mocks: RecordingMocks) -> Any:
                         custom=bool(request.custom),
                         inputs=masked,
                         ignore_changes=sorted(request.ignoreChanges),
+                        protect=bool(request.protect),
                     )
                 )
             return super().RegisterResource(request)

@@ -9,7 +9,7 @@ built around a plain rule in `policy.rules`, so tests run the very same rules on
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from pulumi_policy import (
     Policy,
     PolicyConfigSchema,
     PolicyPack,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -44,7 +45,14 @@ _CONFIG_PROPERTIES: dict[str, dict[str, Any]] = {
         "type": "array",
         "items": {"type": "string"},
         "default": ["prod"],
-        "description": "Stacks (label mlops.dev/stack) that need images pinned by digest and gated releases.",
+        "description": "Production stacks: images by digest, gated releases, topology spread, "
+        "protected volumes and buckets.",
+    },
+    "min_run_as_user": {
+        "type": "integer",
+        "minimum": 1,
+        "default": rules.PolicyConfig.min_run_as_user,
+        "description": "Lowest UID a container may run as.",
     },
 }
 
@@ -53,13 +61,26 @@ def _schema(config_keys: tuple[str, ...]) -> PolicyConfigSchema | None:
     return PolicyConfigSchema({k: _CONFIG_PROPERTIES[k] for k in config_keys}) if config_keys else None
 
 
+def _resource(r: ResourceValidationArgs | PolicyResource) -> rules.Resource:
+    """What a rule sees: the engine's view, with the stack from the URN and the protect option."""
+    return rules.Resource(
+        type=r.resource_type,
+        name=r.name,
+        props=r.props,
+        stack=rules.stack_of_urn(r.urn),
+        protect=r.opts.protect,
+        urn=r.urn,
+    )
+
+
 def _resource_validator(
     rule: rules.ResourceRule,
 ) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         config = rules.PolicyConfig.from_mapping(args.get_config())
-        for problem in rule.check(args.resource_type, args.props, config):
-            report_violation(rules.violation(rule.name, args.resource_type, args.name, problem).message, None)
+        resource = _resource(args)
+        for problem in rule.check(resource, config):
+            report_violation(rules.violation(rule.name, resource, problem).message, None)
 
     return validate
 
@@ -67,15 +88,9 @@ def _resource_validator(
 def _stack_validator(rule: rules.StackRule) -> Callable[[StackValidationArgs, ReportViolation], None]:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         config = rules.PolicyConfig.from_mapping(args.get_config())
-        resources: list[Mapping[str, Any]] = [
-            {"type": r.resource_type, "name": r.name, "props": r.props} for r in args.resources
-        ]
-        by_name = {r.name: r for r in args.resources}
-        for name, problem in rule.check(resources, config):
-            resource = by_name.get(name)
-            rtype = resource.resource_type if resource else ""
-            message = rules.violation(rule.name, rtype, name, problem).message
-            report_violation(message, resource.urn if resource else None)
+        resources = [_resource(r) for r in args.resources]
+        for resource, problem in rule.check(resources, config):
+            report_violation(rules.violation(rule.name, resource, problem).message, resource.urn)
 
     return validate
 
@@ -111,6 +126,7 @@ if __name__ == "__main__":
         name=PACK_NAME,
         policies=build_policies(),
         enforcement_level=EnforcementLevel.MANDATORY,
-        description="Rules every mlops stack must pass: pod security, resources, pinned images, "
-        "private services and buckets, secrets, safe rollouts and gated releases.",
+        description="Rules every mlops stack must pass: pod security, resources and probes, pinned "
+        "images, private services, network policies, labels, namespaces, protected and encrypted "
+        "state, secrets, safe rollouts and gated releases.",
     )
