@@ -33,6 +33,7 @@ __all__ = [
     "labels",
     "object_name",
     "pod_security_context",
+    "protected",
     "resources",
     "secret_env",
     "service_url",
@@ -226,6 +227,12 @@ def image_pull_secret(
 _CLAIM_ANNOTATIONS = {"pulumi.com/skipAwait": "true"}
 
 
+def protected(opts: pulumi.ResourceOptions, protect: bool) -> pulumi.ResourceOptions:
+    """`opts` with `protect=True` for state worth keeping (prod): Pulumi then refuses to delete or
+    replace the resource. False leaves `opts` alone, so a protected parent still protects it."""
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=True)) if protect else opts
+
+
 def volume_claim(
     resource_name: str,
     claim_name: str,
@@ -233,8 +240,10 @@ def volume_claim(
     object_labels: dict[str, str],
     size: str,
     opts: pulumi.ResourceOptions,
+    protect: bool = False,
 ) -> k8s.core.v1.PersistentVolumeClaim:
-    """A single-node volume that outlives pod replacements (a database, registry blobs, a TSDB)."""
+    """A single-node volume that outlives pod replacements (a database, registry blobs, a TSDB);
+    `protect` keeps `pulumi destroy` and replacements from deleting it."""
     return k8s.core.v1.PersistentVolumeClaim(
         resource_name,
         metadata={
@@ -244,7 +253,7 @@ def volume_claim(
             "annotations": _CLAIM_ANNOTATIONS,
         },
         spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
-        opts=opts,
+        opts=protected(opts, protect),
     )
 
 

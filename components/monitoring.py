@@ -52,7 +52,11 @@ from components.monitoring_config import (
     prometheus_config,
     to_yaml,
 )
+from components.network import default_deny, dns_policy
+from components.retrain_trigger import APP as RETRAIN_APP
+from components.retrain_trigger import PORT as RETRAIN_PORT
 from components.retrain_trigger import RetrainTrigger, RetrainTriggerArgs
+from components.rollout import Rollout, probe_budget_seconds
 from components.serving import PORT as SERVING_PORT
 
 __all__ = [
@@ -71,10 +75,10 @@ DASHBOARD_FILE = "mlops-model-serving.json"
 DASHBOARD_DIR = "/var/lib/grafana-dashboards"
 TOKEN_DIR = "/etc/alertmanager/secrets"
 PROMETHEUS_DATA = "prometheus-data"
-# Prometheus and Alertmanager run as the stacks' workload user (10001, pod_security_context's
-# default; their images run as nobody, which needs nothing of its own): volumes provisioned for
-# the stack's workloads are theirs too. Grafana keeps its image's user (472).
-GRAFANA_UID = 472
+# Every monitoring workload runs as the stacks' workload user (10001, pod_security_context's
+# default): volumes provisioned for the stack's workloads are theirs too. Their images need no
+# user of their own (Prometheus and Alertmanager run as nobody, Grafana as 472, and every path
+# Grafana writes is a scratch volume).
 # (cpu request, memory request, cpu limit, memory limit) per workload.
 FOOTPRINT = {
     "prometheus": ("200m", "512Mi", "1", "2Gi"),
@@ -136,6 +140,9 @@ class MonitoringStackArgs:
     """Prometheus --storage.tsdb.retention.time."""
     storage_size: str = "10Gi"
     """Prometheus' PersistentVolumeClaim."""
+    protect: bool = False
+    """Give Prometheus' PersistentVolumeClaim (its metrics history) `protect` (prod): Pulumi then
+    refuses to delete or replace it."""
     images: MonitoringImages = field(default_factory=MonitoringImages)
     grafana: bool = True
     """Bundled: run Grafana with the dashboard; operator: publish the dashboard ConfigMap."""
@@ -175,10 +182,13 @@ def _rules_yaml(args: MonitoringStackArgs) -> pulumi.Output[str]:
 
 
 def _container(
-    name: str, image: str, port: int, health: tuple[str, str], mounts: list[dict[str, Any]]
+    name: str, image: str, port: int, health: tuple[str, str | None], mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """A container with the shared hardening, its footprint and HTTP probes (ready, live)."""
+    """A container with the shared hardening, its footprint and probes: HTTP (ready, live), or a
+    TCP liveness check where the image has one health endpoint (liveness must differ from
+    readiness, or a slow dependency restarts a pod that is only busy)."""
     ready, live = health
+    alive = {"httpGet": {"path": live, "port": "http"}} if live else {"tcpSocket": {"port": "http"}}
     return {
         "name": name,
         "image": image,
@@ -189,14 +199,14 @@ def _container(
             "timeoutSeconds": 3,
         },
         "livenessProbe": {
-            "httpGet": {"path": live, "port": "http"},
+            **alive,
             "periodSeconds": 15,
             "timeoutSeconds": 3,
             "failureThreshold": 4,
         },
         # Liveness starts once this passed: Grafana migrates its database first (up to 5 minutes).
         "startupProbe": {
-            "httpGet": {"path": live, "port": "http"},
+            "httpGet": {"path": live or ready, "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 60,
         },
@@ -301,17 +311,24 @@ class MonitoringStack(pulumi.ComponentResource):
 
     def _deployment(self, app: str, pod: dict[str, Any], strategy: str = "RollingUpdate") -> None:
         lbl = self._labels(app)
+        # One replica: a rollout brings up one pod. Grafana's and Prometheus' startup probes allow
+        # 5 minutes (a database migration, a TSDB replay): the deadline is longer.
+        rollout = Rollout(
+            ready_within_seconds=max(probe_budget_seconds(c) for c in pod["containers"]),
+            progress_deadline_seconds=600,
+            revision_history_limit=3,
+        )
         k8s.apps.v1.Deployment(
             f"{self._name}-{app}",
             metadata={"namespace": self.namespace, "labels": lbl},
             spec={
                 "replicas": 1,
-                "revisionHistoryLimit": 3,
+                **rollout.spec(),
                 "strategy": {"type": strategy},
                 "selector": {"matchLabels": _selector(app)},
                 "template": {"metadata": {"labels": lbl}, "spec": pod},
             },
-            opts=self._child,
+            opts=rollout.options(self._child),
         )
 
     def _config_map(
@@ -338,6 +355,7 @@ class MonitoringStack(pulumi.ComponentResource):
             self._labels("prometheus"),
             self._args.storage_size,
             self._child,
+            protect=self._args.protect,
         )
         # One pod writes the volume (ReadWriteOnce, and the TSDB takes a lock): Recreate.
         self._deployment("prometheus", self._prometheus_pod(account, files), strategy="Recreate")
@@ -478,13 +496,11 @@ class MonitoringStack(pulumi.ComponentResource):
             files = self._config_map(role, "grafana", {file: text})
             mounts.append({"name": volume, "mountPath": path, "readOnly": True})
             volumes.append({"name": volume, "configMap": {"name": object_name(files)}})
-        container = _container(
-            "grafana", args.images.grafana, GRAFANA_PORT, ("/api/health", "/api/health"), mounts
-        )
+        container = _container("grafana", args.images.grafana, GRAFANA_PORT, ("/api/health", None), mounts)
         container["env"] = _grafana_env(object_name(admin))
         pod = {
             "automountServiceAccountToken": False,
-            "securityContext": pod_security_context(GRAFANA_UID),
+            "securityContext": pod_security_context(),
             "containers": [container],
             "volumes": volumes,
         }
@@ -498,6 +514,16 @@ class MonitoringStack(pulumi.ComponentResource):
 
     def _network_policies(self) -> None:
         """Each workload reaches only what it needs; everything else in the namespace is denied."""
+        namespace_labels = self._labels("monitoring")
+        allows = [
+            dns_policy(f"{self._name}-dns", self.namespace, namespace_labels, self._child),
+            *self._app_policies(),
+        ]
+        # Last, so that the namespace never denies what the workloads need before the allows exist.
+        options = pulumi.ResourceOptions(parent=self, depends_on=allows)
+        default_deny(f"{self._name}-default-deny", self.namespace, namespace_labels, options)
+
+    def _app_policies(self) -> list[k8s.networking.v1.NetworkPolicy]:
         serving = [
             {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
@@ -505,40 +531,39 @@ class MonitoringStack(pulumi.ComponentResource):
             }
             for ns in self._args.serving_namespaces
         ]
-        dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
         prometheus_egress: list[dict[str, Any]] = [
             {"to": serving, "ports": [{"port": SERVING_PORT, "protocol": "TCP"}]},
             {"to": [_pods("alertmanager")], "ports": [{"port": ALERTMANAGER_PORT, "protocol": "TCP"}]},
             # The Kubernetes API (pod discovery): its address is the cluster's, not a pod.
             {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]},
-            dns,
         ]
         prometheus_ingress = [
             {"from": [_pods("grafana")], "ports": [{"port": PROMETHEUS_PORT, "protocol": "TCP"}]}
         ]
-        self._network_policy("prometheus", prometheus_ingress, prometheus_egress)
-        alertmanager_egress: list[dict[str, Any]] = [
-            # The retrain trigger, in this namespace, and HTTPS receivers (chat, paging) outside.
-            {"to": [{"podSelector": {}}]},
-            {"ports": [{"port": 443, "protocol": "TCP"}]},
-            dns,
-        ]
+        policies = [self._network_policy("prometheus", prometheus_ingress, prometheus_egress)]
+        # HTTPS receivers (chat, paging) outside, and the retrain trigger beside it.
+        alertmanager_egress: list[dict[str, Any]] = [{"ports": [{"port": 443, "protocol": "TCP"}]}]
+        if self._args.retrain is not None:
+            trigger = {"to": [_pods(RETRAIN_APP)], "ports": [{"port": RETRAIN_PORT, "protocol": "TCP"}]}
+            alertmanager_egress.append(trigger)
         alertmanager_ingress = [
             {"from": [_pods("prometheus")], "ports": [{"port": ALERTMANAGER_PORT, "protocol": "TCP"}]}
         ]
-        self._network_policy("alertmanager", alertmanager_ingress, alertmanager_egress)
+        policies.append(self._network_policy("alertmanager", alertmanager_ingress, alertmanager_egress))
         if self._args.grafana:
             grafana_ingress = [
                 {"from": [{"podSelector": {}}], "ports": [{"port": GRAFANA_PORT, "protocol": "TCP"}]}
             ]
             grafana_egress = [
                 {"to": [_pods("prometheus")], "ports": [{"port": PROMETHEUS_PORT, "protocol": "TCP"}]},
-                dns,
             ]
-            self._network_policy("grafana", grafana_ingress, grafana_egress)
+            policies.append(self._network_policy("grafana", grafana_ingress, grafana_egress))
+        return policies
 
-    def _network_policy(self, app: str, ingress: list[dict[str, Any]], egress: list[dict[str, Any]]) -> None:
-        k8s.networking.v1.NetworkPolicy(
+    def _network_policy(
+        self, app: str, ingress: list[dict[str, Any]], egress: list[dict[str, Any]]
+    ) -> k8s.networking.v1.NetworkPolicy:
+        return k8s.networking.v1.NetworkPolicy(
             f"{self._name}-{app}-network-policy",
             metadata={"namespace": self.namespace, "labels": self._labels(app)},
             spec={

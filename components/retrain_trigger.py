@@ -44,6 +44,8 @@ from components.common import (
     resources,
     service_url,
 )
+from components.network import DNS_EGRESS
+from components.rollout import Rollout, probe_budget_seconds
 from model.retrain_trigger import (
     ALERT_NAME,
     DEFAULT_ALERT,
@@ -57,6 +59,7 @@ from model.retrain_trigger import (
 
 __all__ = [
     "ALERTMANAGER_POD_LABELS",
+    "APP",
     "PORT",
     "TOKEN_KEY",
     "ContainerResources",
@@ -214,6 +217,9 @@ class RetrainTrigger(pulumi.ComponentResource):
         )
 
     def _deployment(self, pod: dict[str, Any]) -> k8s.apps.v1.Deployment:
+        rollout = Rollout(
+            ready_within_seconds=probe_budget_seconds(pod["containers"][0]), revision_history_limit=3
+        )
         return k8s.apps.v1.Deployment(
             f"{self._name}-deployment",
             metadata={**self._meta, "name": APP},
@@ -221,11 +227,11 @@ class RetrainTrigger(pulumi.ComponentResource):
                 "replicas": 1,
                 # One instance holds the memory of dispatched alerts; never two at once.
                 "strategy": {"type": "Recreate"},
-                "revisionHistoryLimit": 3,
+                **rollout.spec(),
                 "selector": {"matchLabels": self._selector},
                 "template": {"metadata": {"labels": self._meta["labels"]}, "spec": pod},
             },
-            opts=self._child,
+            opts=rollout.options(self._child),
         )
 
     def _service(self) -> k8s.core.v1.Service:
@@ -309,14 +315,15 @@ def _container(
 
 
 def _network_policy(args: RetrainTriggerArgs, selector: dict[str, str]) -> dict[str, Any]:
-    """In: Alertmanager to the HTTP port. Out: DNS, and GitHub's port."""
+    """In: Alertmanager to the HTTP port. Out: the cluster DNS, and GitHub's port."""
     callers = [{"podSelector": {"matchLabels": dict(ALERTMANAGER_POD_LABELS)}}]
     return {
         "podSelector": {"matchLabels": selector},
         "policyTypes": ["Ingress", "Egress"],
         "ingress": [{"from": callers, "ports": [{"port": PORT, "protocol": "TCP"}]}],
         "egress": [
-            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            # Also in an operator's namespace, where no namespace-wide DNS allow of ours applies.
+            DNS_EGRESS,
             # GitHub's addresses are many and change: the port is what can be pinned.
             {"ports": [{"port": args.github_port, "protocol": "TCP"}]},
         ],

@@ -26,11 +26,42 @@ from components.common import (
     resources,
     service_url,
 )
+from components.rollout import Rollout, probe_budget_seconds
 
-__all__ = ["PORT", "ModelServing", "ModelServingArgs", "ServedRelease", "ServiceType", "split_replicas"]
+__all__ = [
+    "PORT",
+    "READY_WITHIN_SECONDS",
+    "ModelServing",
+    "ModelServingArgs",
+    "ServedRelease",
+    "ServiceType",
+    "split_replicas",
+]
 
 PORT = 8080
 SERVICE_PORT = 80
+_PROBES: dict[str, dict[str, Any]] = {
+    "readinessProbe": {
+        "httpGet": {"path": "/v2/health/ready", "port": "http"},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 2,
+    },
+    "livenessProbe": {
+        "httpGet": {"path": "/v2/health/live", "port": "http"},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    },
+    "startupProbe": {
+        "httpGet": {"path": "/v2/health/live", "port": "http"},
+        "periodSeconds": 2,
+        "failureThreshold": 60,
+    },
+}
+"""The server container's probes."""
+READY_WITHIN_SECONDS = probe_budget_seconds(_PROBES)
+"""The longest a started server may take to turn ready before its probes restart it."""
 
 
 class ServiceType(StrEnum):
@@ -94,9 +125,10 @@ class ModelServingArgs(WorkloadAccess):
     memory_limit: str = "1Gi"
     """Memory limit per server."""
     max_request_seconds: int = 30
-    """The longest request; the grace period exceeds drain + this."""
+    """The server's per-request time limit (MLOPS_MAX_REQUEST_SECONDS; 504 beyond); the grace
+    period exceeds drain + this."""
     drain_seconds: int = 10
-    """preStop delay (endpoints catch up) and MLOPS_DRAIN_SECONDS."""
+    """preStop delay: how long endpoints and load balancers take to stop sending new requests."""
     service_type: ServiceType = ServiceType.CLUSTER_IP
     """Nothing public unless asked."""
     topology_spread: bool = False
@@ -106,7 +138,14 @@ class ModelServingArgs(WorkloadAccess):
     monitoring_namespace: str = "monitoring"
     """Pods of this namespace may scrape /metrics."""
     client_cidrs: tuple[str, ...] = ()
-    """Extra CIDRs admitted by the NetworkPolicy (clients of a NodePort/LoadBalancer Service)."""
+    """CIDRs the NetworkPolicy admits besides in-cluster clients: the clients of a NodePort or
+    LoadBalancer Service (required with those), which keeps their addresses (externalTrafficPolicy
+    Local) and, as a LoadBalancer, admits only them (loadBalancerSourceRanges)."""
+    min_ready_seconds: int = 10
+    """A new server counts as available only after staying ready this long."""
+    progress_deadline_seconds: int = 300
+    """A rollout without progress for this long is failed (and so is `pulumi up`, see
+    components/rollout.py); longer than a server may take to become available."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.service_type, ServiceType):
@@ -125,7 +164,26 @@ class ModelServingArgs(WorkloadAccess):
             raise ValueError(f"a canary needs replicas >= 2 (one per track), got {self.replicas}")
         if not 10 <= self.target_cpu_percent <= 100:
             raise ValueError(f"target_cpu_percent must be in 10..100, got {self.target_cpu_percent}")
+        from components.network import cidr_list  # network builds on this module
+
+        # Normalised (203.0.113.7 -> 203.0.113.7/32), as ipBlock and loadBalancerSourceRanges want.
+        object.__setattr__(self, "client_cidrs", cidr_list(self.client_cidrs, "client_cidrs"))
+        if self.service_type is not ServiceType.CLUSTER_IP and not self.client_cidrs:
+            raise ValueError(
+                f"client_cidrs is required with service_type {self.service_type.value}: the CIDRs "
+                "of the clients outside the cluster that may reach the model (nothing public unless asked)"
+            )
+        self.rollout(1)
         self._check_push_target(self.image)
+
+    def rollout(self, max_pods: int) -> Rollout:
+        """A server Deployment's rollout bounds, for up to `max_pods` replicas."""
+        return Rollout(
+            ready_within_seconds=READY_WITHIN_SECONDS,
+            min_ready_seconds=self.min_ready_seconds,
+            progress_deadline_seconds=self.progress_deadline_seconds,
+            max_pods=max_pods,
+        )
 
 
 class ModelServing(pulumi.ComponentResource):
@@ -164,14 +222,16 @@ class ModelServing(pulumi.ComponentResource):
         account_name = object_name(account)
 
         stable_replicas, canary_replicas = split_replicas(args.replicas, args.canary_weight)
+        stable_max = max(args.max_replicas - canary_replicas, stable_replicas)  # the autoscaler's
+        stable_pods, canary_pods = (stable_replicas, stable_max), (canary_replicas, canary_replicas)
         stable_name = _deployment_name(args.model_name, "stable")
         stable = self._deployment(
-            f"{name}-deployment", "stable", args, args.release, stable_replicas, account_name, base, selector
+            f"{name}-deployment", "stable", args, args.release, stable_pods, account_name, base, selector
         )
         self.canary_deployment_name = None
         if args.canary is not None:
             canary = self._deployment(
-                f"{name}-canary", "canary", args, args.canary, canary_replicas, account_name, base, selector
+                f"{name}-canary", "canary", args, args.canary, canary_pods, account_name, base, selector
             )
             self.canary_deployment_name = object_name(canary)
 
@@ -183,6 +243,7 @@ class ModelServing(pulumi.ComponentResource):
                 # Both tracks: traffic splits by replica count.
                 "selector": selector,
                 "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+                **_exposure(args.service_type, args.client_cidrs),
             },
             opts=child,
         )
@@ -194,7 +255,7 @@ class ModelServing(pulumi.ComponentResource):
                 # Deployment's outputs are unknown, which would show the HPA as changing too.
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": stable_name},
                 "minReplicas": stable_replicas,
-                "maxReplicas": max(args.max_replicas - canary_replicas, stable_replicas),
+                "maxReplicas": stable_max,
                 "metrics": [
                     {
                         "type": "Resource",
@@ -258,12 +319,15 @@ class ModelServing(pulumi.ComponentResource):
         track: str,
         args: ModelServingArgs,
         release: ServedRelease,
-        replicas: int,
+        replicas: tuple[int, int],
         account_name: pulumi.Output[str],
         base: dict[str, str],
         selector: dict[str, str],
     ) -> k8s.apps.v1.Deployment:
+        """One track's Deployment; `replicas`: (at the first rollout, the most it may run)."""
         track_selector = {**selector, "mlops.dev/track": track}
+        # A rollout brings up one new pod at a time (maxSurge 1), up to the most the track runs.
+        rollout = args.rollout(max_pods=replicas[1])
         release_labels = {**base, "mlops.dev/track": track, "mlops.dev/release": release.release_id}
         annotations = {
             "mlops.dev/model-uri": release.model_uri,
@@ -281,7 +345,10 @@ class ModelServing(pulumi.ComponentResource):
                 ),
             },
             {"name": "MLOPS_PORT", "value": str(PORT)},
-            {"name": "MLOPS_DRAIN_SECONDS", "value": str(args.drain_seconds)},
+            # After SIGTERM (the preStop sleep is over, nothing new arrives) the server waits for
+            # what is in flight: at most the request limit, plus its watchdog's tick.
+            {"name": "MLOPS_DRAIN_SECONDS", "value": str(args.max_request_seconds + 2)},
+            {"name": "MLOPS_MAX_REQUEST_SECONDS", "value": str(args.max_request_seconds)},
             {"name": "TMPDIR", "value": "/tmp"},
             {"name": "HOME", "value": "/tmp"},
         ]
@@ -299,23 +366,7 @@ class ModelServing(pulumi.ComponentResource):
                     "command": ["python", "-m", "model.server"],
                     "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                     "env": env,
-                    "readinessProbe": {
-                        "httpGet": {"path": "/v2/health/ready", "port": "http"},
-                        "periodSeconds": 5,
-                        "timeoutSeconds": 2,
-                        "failureThreshold": 2,
-                    },
-                    "livenessProbe": {
-                        "httpGet": {"path": "/v2/health/live", "port": "http"},
-                        "periodSeconds": 10,
-                        "timeoutSeconds": 2,
-                        "failureThreshold": 3,
-                    },
-                    "startupProbe": {
-                        "httpGet": {"path": "/v2/health/live", "port": "http"},
-                        "periodSeconds": 2,
-                        "failureThreshold": 60,
-                    },
+                    **_PROBES,
                     # Keep serving while endpoints and load balancers drop this pod.
                     "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(args.drain_seconds)]}}},
                     "resources": resources(
@@ -351,8 +402,8 @@ class ModelServing(pulumi.ComponentResource):
                 "annotations": annotations,
             },
             spec={
-                "replicas": replicas,
-                "revisionHistoryLimit": 5,
+                "replicas": replicas[0],
+                **rollout.spec(),
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                 # The selector is immutable: it never holds the release.
                 "selector": {"matchLabels": track_selector},
@@ -370,10 +421,27 @@ class ModelServing(pulumi.ComponentResource):
                 },
             },
             # The autoscaler owns spec.replicas after the first rollout (the stable track).
-            opts=pulumi.ResourceOptions(
-                parent=self, ignore_changes=["spec.replicas"] if track == "stable" else None
+            opts=rollout.options(
+                pulumi.ResourceOptions(
+                    parent=self, ignore_changes=["spec.replicas"] if track == "stable" else None
+                )
             ),
         )
+
+
+def _exposure(service_type: ServiceType, client_cidrs: tuple[str, ...]) -> dict[str, Any]:
+    """A NodePort or LoadBalancer Service: only `client_cidrs` may reach it.
+
+    With externalTrafficPolicy Local, a node forwards outside traffic only to its own servers and
+    keeps the client's address, which the NetworkPolicy's ipBlocks then see (the default, Cluster,
+    rewrites it to a node's). A cloud load balancer also filters by loadBalancerSourceRanges.
+    """
+    if service_type is ServiceType.CLUSTER_IP:
+        return {}
+    spec: dict[str, Any] = {"externalTrafficPolicy": "Local"}
+    if service_type is ServiceType.LOAD_BALANCER:
+        spec["loadBalancerSourceRanges"] = list(client_cidrs)
+    return spec
 
 
 def _deployment_name(model_name: str, track: str) -> str:

@@ -31,8 +31,10 @@ from components.common import (
     object_name,
     pod_security_context,
     resources,
+    secret_env,
 )
 from components.providers.release_record import ReleaseRecord, ReleaseRecordArgs
+from components.registry import TRACKING_CREDENTIAL_KEYS
 from model.artifact import release_uri
 from model.lineage import ReleaseInputs, spec_sha256
 from model.spec import TrainingSpec
@@ -60,6 +62,9 @@ class TrainingJobArgs(WorkloadAccess):
     """MLflow URI as seen from the Job's pod (MLFLOW_TRACKING_URI)."""
     artifact_root: pulumi.Input[str]
     """s3://<bucket>[/prefix] (MLOPS_ARTIFACT_ROOT)."""
+    tracking_secret_name: pulumi.Input[str] | None = None
+    """Secret with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, which MLflow's client
+    sends to an authenticated server (ModelRegistry.tracking_secret_name); None: no login."""
     git_commit: str | None = None
     """Lineage only: recorded by the Job that first trains the release (later commits are ignored)."""
     retries: int = 2
@@ -243,6 +248,8 @@ class TrainingJob(pulumi.ComponentResource):
             {"name": "TMPDIR", "value": "/tmp"},
             *args.s3_env(),
         ]
+        if args.tracking_secret_name is not None:
+            env += secret_env(args.tracking_secret_name, TRACKING_CREDENTIAL_KEYS)
         command = ["python", "-m", "model.train", "--spec", f"{CONFIG_DIR}/{_SPEC}"]
         # Champion moves after the serving rollout (the stack's ModelAlias), not here.
         command += ["--expected", f"{CONFIG_DIR}/{_EXPECTED}", "--no-promote", "--json"]

@@ -12,8 +12,9 @@ import pulumi_kubernetes as k8s
 
 from components.common import ImageSource, labels, object_name
 from components.monitoring import MonitoringImages, MonitoringStack, MonitoringStackArgs
+from components.network import Endpoint, NetworkIsolation, NetworkIsolationArgs
 from components.providers.model_alias import ModelAlias, ModelAliasArgs
-from components.registry import ModelRegistry, ModelRegistryArgs
+from components.registry import BackendStore, ModelRegistry, ModelRegistryArgs, RegistryMode
 from components.retrain_trigger import RetrainTriggerArgs
 from components.serving import ModelServing, ModelServingArgs, ServedRelease, ServiceType
 from components.training import TrainingJob, TrainingJobArgs
@@ -87,6 +88,9 @@ def _registry(
             s3_access_key_id=_secret(settings.s3_access_key_id),
             s3_secret_access_key=_secret(settings.s3_secret_access_key),
             force_destroy_bucket=artifacts.force_destroy,
+            bucket_encryption=artifacts.encryption,
+            bucket_tls_only=artifacts.enforce_tls,
+            protect=settings.protect,
             backend=settings.tracking.backend,
             database_url=_secret(settings.tracking_database_url),
             tracking_storage_size=settings.tracking.storage_size,
@@ -94,6 +98,11 @@ def _registry(
             tracking_workers=settings.tracking.workers,
             tracking_node_port=settings.tracking.node_port,
             tracking_server_url=settings.tracking.server_url,
+            tracking_allowed_hosts=settings.tracking.server_hosts,
+            tracking_cors_origins=settings.tracking.server_origins,
+            tracking_auth=settings.tracking_auth,
+            tracking_admin_username=settings.tracking.admin_username,
+            tracking_admin_password=_secret(settings.tracking_admin_password),
             mlflow_image=_image(settings.images.mlflow, "images/Dockerfile.mlflow", "mlops-mlflow", settings),
             registry_mode=settings.container_registry.mode,
             registry_server=settings.container_registry.server,
@@ -132,6 +141,7 @@ def _training(
             s3_endpoint_url=registry.s3_endpoint_url,
             s3_secret_name=registry.s3_secret_name,
             image_pull_secret_name=registry.image_pull_secret_name,
+            tracking_secret_name=registry.tracking_secret_name,
             git_commit=git_commit(),
             retries=job.retries,
             active_deadline_seconds=job.active_deadline_seconds,
@@ -186,6 +196,40 @@ def _serving(
             topology_spread=serve.topology_spread,
             max_unavailable=serve.max_unavailable,
             monitoring_namespace=settings.monitoring.namespace,
+            client_cidrs=serve.client_cidrs,
+            min_ready_seconds=serve.min_ready_seconds,
+            progress_deadline_seconds=serve.progress_deadline_seconds,
+        ),
+        opts=opts,
+    )
+
+
+def _network(
+    settings: StackSettings, namespace: pulumi.Output[str], model_name: str, opts: pulumi.ResourceOptions
+) -> NetworkIsolation:
+    """Default deny in the stack's namespace, and the flows its workloads need (docs/network.md)."""
+    tracking, artifacts, network = settings.tracking, settings.artifacts, settings.network
+    assert artifacts is not None  # validated by StackSettings
+    database = None
+    if tracking.backend is BackendStore.EXTERNAL and not tracking.server_url:
+        url = settings.tracking_database_url.get_secret_value() if settings.tracking_database_url else ""
+        # The render holds a placeholder for the secret: then PostgreSQL's port, as documented.
+        database = Endpoint.from_url(url if "://" in url else None, default_port=5432)
+    return NetworkIsolation(
+        "network",
+        NetworkIsolationArgs(
+            stack=settings.stack,
+            namespace=namespace,
+            model_name=model_name,
+            artifact_store=Endpoint.from_url(artifacts.cluster_endpoint_url or artifacts.endpoint_url),
+            training=settings.training is not None,
+            tracking_server=Endpoint.from_url(tracking.server_url) if tracking.server_url else None,
+            database=database,
+            mlflow_node_port=tracking.node_port is not None,
+            image_registry=settings.container_registry.mode is RegistryMode.IN_CLUSTER,
+            egress_cidrs=network.egress_cidrs,
+            node_cidrs=network.node_cidrs,
+            tracking_client_namespaces=network.tracking_client_namespaces,
         ),
         opts=opts,
     )
@@ -207,6 +251,8 @@ def _champion(
             alias=alias,
             version=release.model_version,
             release_id=release.release_id,
+            tracking_username=settings.tracking.admin_username if settings.tracking_auth else None,
+            tracking_password=_secret(settings.tracking_admin_password) if settings.tracking_auth else None,
         ),
         opts=pulumi.ResourceOptions(depends_on=[serving]),
     )
@@ -234,6 +280,7 @@ def _monitoring(
             scrape_interval=monitoring.scrape_interval,
             retention=monitoring.retention,
             storage_size=monitoring.storage_size,
+            protect=settings.protect,
             images=MonitoringImages(
                 prometheus=images.prometheus, alertmanager=images.alertmanager, grafana=images.grafana
             ),
@@ -297,6 +344,7 @@ def main() -> None:
         model_name = settings.release.model_name
         release = pinned_release(settings.release, registry.artifact_root)
         serving_opts = in_ns
+    _network(settings, namespace, model_name, in_ns)
     serving = _serving(settings, namespace, registry, model_name, release, serving_opts)
     champion = _champion(settings, model_name, release, serving)
     monitoring = _monitoring(settings, namespace, registry, serving, in_ns)

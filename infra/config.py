@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -31,13 +32,18 @@ from pydantic import (
 
 from components.alert_rules import DRIFT_ALERT, DURATION, AlertThresholds
 from components.monitoring import MonitoringImages, MonitoringMode
+from components.network import ANYWHERE, cidr_list
+from components.providers.s3_bucket import Encryption
 from components.registry import BackendStore, RegistryMode
+from components.rollout import Rollout
+from components.serving import READY_WITHIN_SECONDS
 from model.data import S3Access, is_local, split_s3_uri
 from model.retrain_trigger import ALERT_NAME, GITHUB_API, REPOSITORY
 from model.retrain_trigger import NAMESPACE as _K8S_NAMESPACE
 from model.spec import RegistrySettings, TrainingSpec, describe_errors
 
 __all__ = [
+    "FLAG_KEYS",
     "NAMESPACE",
     "OBJECT_KEYS",
     "SECRET_KEYS",
@@ -50,6 +56,7 @@ __all__ = [
     "KubernetesSettings",
     "MonitoringMode",
     "MonitoringSettings",
+    "NetworkSettings",
     "PinnedRelease",
     "RegistryMode",
     "RetrainSettings",
@@ -70,6 +77,11 @@ _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 _LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+_HOST_NAME = r"^(\*|[A-Za-z0-9*]([A-Za-z0-9*.-]{0,251}[A-Za-z0-9*])?)$"
+_ORIGIN = r"^(\*|https?://[A-Za-z0-9*]([A-Za-z0-9*.-]{0,251}[A-Za-z0-9*])?(:[0-9]{1,5})?)$"
+PRODUCTION_STACKS = frozenset({"prod"})
+"""Stacks held to production rules here (authenticated MLflow, no wildcards), as the policy
+pack's digest_required_stacks default holds them to digests and gates."""
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
@@ -149,6 +161,19 @@ class TrackingSettings(_Frozen):
     host_tracking_uri: str | None = Field(default=None, pattern=r"^https?://")
     """MLflow URL reachable from where `pulumi up` runs (the registry aliases are moved there);
     unset: server_url, else http://localhost:<node_port>."""
+    allowed_hosts: tuple[Annotated[str, Field(pattern=_HOST_NAME)], ...] = ()
+    """Host names (any port) MLflow answers to besides its Service's names, localhost and the
+    host of host_tracking_uri, e.g. an ingress host; it refuses any other Host header (DNS
+    rebinding). Wildcards (*) are refused in prod."""
+    cors_allowed_origins: tuple[Annotated[str, Field(pattern=_ORIGIN)], ...] = ()
+    """Browser origins (scheme://host[:port]) whose writes MLflow accepts besides localhost and
+    host_tracking_uri's; it refuses a cross-origin write from any other. No * in prod."""
+    auth: bool | None = None
+    """MLflow's basic-auth app: every request needs a user; clients use admin_username and the
+    secret mlops:tracking_admin_password. Unset: on in prod for an MLflow the stack deploys
+    (which prod cannot turn off), off elsewhere."""
+    admin_username: str = Field(default="admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    """The basic-auth admin, created with the secret's password when MLflow first starts."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TrackingSettings:
@@ -159,6 +184,11 @@ class TrackingSettings(_Frozen):
                 f"node_port exposes an in-cluster MLflow; with server_url {self.server_url!r} there is "
                 "none: remove node_port"
             )
+        if self.server_url and (self.allowed_hosts or self.cors_allowed_origins):
+            raise ValueError(
+                "allowed_hosts and cors_allowed_origins configure the MLflow the stack deploys; with "
+                f"server_url {self.server_url!r} there is none: remove them"
+            )
         return self
 
     @property
@@ -166,6 +196,22 @@ class TrackingSettings(_Frozen):
         if self.host_tracking_uri or self.server_url:
             return self.host_tracking_uri or self.server_url
         return f"http://localhost:{self.node_port}" if self.node_port else None
+
+    @property
+    def server_hosts(self) -> tuple[str, ...]:
+        """allowed_hosts and host_tracking_uri's host, where `pulumi up` reaches MLflow."""
+        host = urlsplit(self.host_tracking_uri).hostname if self.host_tracking_uri else None
+        return tuple(dict.fromkeys((*self.allowed_hosts, *([host] if host else []))))
+
+    @property
+    def server_origins(self) -> tuple[str, ...]:
+        """cors_allowed_origins and host_tracking_uri's origin: MLflow's UI served there writes
+        with it (a browser sends Origin on same-origin POSTs too)."""
+        origin = None
+        if self.host_tracking_uri:
+            parts = urlsplit(self.host_tracking_uri)
+            origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        return tuple(dict.fromkeys((*self.cors_allowed_origins, *([origin] if origin else []))))
 
 
 class ArtifactSettings(_Frozen):
@@ -180,6 +226,36 @@ class ArtifactSettings(_Frozen):
     cluster_endpoint_url: str | None = None
     """S3 API endpoint as seen from pods; unset: endpoint_url."""
     force_destroy: bool = False
+    encryption: Encryption = "AES256"
+    """Default server-side encryption of the bucket the stack creates or adopts: AES256 (SSE-S3)
+    or none. A store that cannot encrypt is reported, not trusted (docs/deploy.md)."""
+    tls_only: bool | None = None
+    """Deny plain-HTTP requests to the bucket (a bucket policy). Unset: on exactly when every
+    endpoint is https:// (AWS S3 is); true with an http:// endpoint is refused."""
+
+    @field_validator("tls_only")
+    @classmethod
+    def _tls_needs_https(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        plain = [f"{key} {url!r}" for key, url in _plain_http(info.data)]
+        if value and plain:
+            raise ValueError(
+                f"true needs https:// endpoints, got {' and '.join(plain)}: the TLS-only bucket "
+                "policy denies every plain-HTTP request, Pulumi's and the pods' included (on "
+                "SeaweedFS even removing the policy), which locks the stack out of its bucket; serve "
+                "the S3 API over TLS or set tls_only: false"
+            )
+        return value
+
+    @property
+    def enforce_tls(self) -> bool:
+        """tls_only as applied: unset means on when no endpoint is plain http:// (AWS S3 is https)."""
+        return self.tls_only if self.tls_only is not None else not _plain_http(self.model_dump())
+
+
+def _plain_http(artifacts: dict[str, Any]) -> list[tuple[str, str]]:
+    """The bucket's endpoints that are plain http://, as (key, url)."""
+    keys = ("endpoint_url", "cluster_endpoint_url")
+    return [(k, url) for k in keys if (url := artifacts.get(k)) and url.lower().startswith("http://")]
 
 
 class TrainingJobSettings(_Frozen):
@@ -227,13 +303,27 @@ class ServingSettings(_Frozen):
     memory_request: str = Field(default="512Mi", pattern=_QUANTITY)
     memory_limit: str = Field(default="1Gi", pattern=_QUANTITY)
     max_request_seconds: int = Field(default=30, ge=1)
-    """The longest request; the grace period is longer than drain + this."""
+    """The server's time limit per request (504 beyond); the pod's grace period is longer than
+    drain + this."""
     drain_seconds: int = Field(default=10, ge=0, le=300)
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     topology_spread: bool = False
     max_unavailable: int = Field(default=1, ge=1)
     """The PodDisruptionBudget's maxUnavailable."""
     canary: CanarySettings | None = None
+    client_cidrs: tuple[str, ...] = ()
+    """CIDRs of the clients outside the cluster a NodePort or LoadBalancer Service serves (required
+    with those): its NetworkPolicy admits exactly these, besides in-cluster clients."""
+    min_ready_seconds: int = Field(default=10, ge=1, le=600)
+    """A new server counts as available only after staying ready this long."""
+    progress_deadline_seconds: int = Field(default=300, ge=60, le=3600)
+    """A rollout without progress for this long is failed, and so is `pulumi up`; longer than a
+    server may take to become available (its probes' budget plus min_ready_seconds)."""
+
+    @field_validator("client_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return cidr_list(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -251,7 +341,34 @@ class ServingSettings(_Frozen):
     def _bounds(self) -> ServingSettings:
         if self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) must be >= replicas ({self.replicas})")
+        if self.service_type != "ClusterIP" and not self.client_cidrs:
+            raise ValueError(
+                f"service_type {self.service_type} exposes the model outside the cluster: list its "
+                "clients' CIDRs in client_cidrs (e.g. client_cidrs: [203.0.113.0/24]), the only "
+                "addresses it admits"
+            )
+        Rollout(READY_WITHIN_SECONDS, self.min_ready_seconds, self.progress_deadline_seconds)
         return self
+
+
+class NetworkSettings(_Frozen):
+    """`mlops:network`: what the NetworkPolicies admit besides the stack's own flows (docs/network.md)."""
+
+    egress_cidrs: tuple[str, ...] = Field(default=ANYWHERE, min_length=1)
+    """Where the servers pods reach by host name may be (the artifact store, an external MLflow,
+    its database): egress to them is pinned to their ports and to these ranges. Default: anywhere."""
+    node_cidrs: tuple[str, ...] = ()
+    """The nodes' addresses, from which NodePort traffic forwarded by another node comes: the
+    in-cluster image registry (pulls, pushes) and MLflow's NodePort admit them. A pod's own node
+    always passes, which is enough on a single node."""
+    tracking_client_namespaces: tuple[Annotated[str, Field(pattern=_K8S_NAMESPACE)], ...] = ()
+    """Namespaces whose pods may call the stack's MLflow, e.g. the ingress controller serving
+    mlops:tracking.host_tracking_uri."""
+
+    @field_validator("egress_cidrs", "node_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return cidr_list(value)
 
 
 def _duration(value: str) -> str:
@@ -422,9 +539,15 @@ class StackSettings(BaseModel):
     artifacts: ArtifactSettings | None = None
     training_job: TrainingJobSettings = TrainingJobSettings()
     serving: ServingSettings = ServingSettings()
+    network: NetworkSettings = NetworkSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    protect: bool = False
+    """`mlops:protect`: give the stack's state the `protect` option (prod sets it): the bucket,
+    every PersistentVolumeClaim and the Secret with MLflow's database URL. Pulumi then refuses to
+    delete or replace them; docs/deploy.md (Protected state) says how to tear down on purpose."""
     # Secrets: SecretStr never prints; components receive them as secret Outputs.
     tracking_database_url: SecretStr | None = None
+    tracking_admin_password: SecretStr | None = None
     container_registry_password: SecretStr | None = None
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
@@ -460,7 +583,27 @@ class StackSettings(BaseModel):
                 "set both mlops:s3_access_key_id and mlops:s3_secret_access_key "
                 "(`pulumi config set --secret ...`), or neither"
             )
-        return problems + self._missing_monitoring_secrets()
+        return problems + self._missing_tracking_password() + self._missing_monitoring_secrets()
+
+    def _missing_tracking_password(self) -> list[str]:
+        if not self.tracking_auth:
+            return []
+        key = "mlops:tracking_admin_password"
+        fix = f'run `pulumi config set --secret {key} "$(openssl rand -base64 24)"`'
+        why = f"{self.stack} requires it" if self.tracking.auth is None else "mlops:tracking.auth is true"
+        if self.tracking_admin_password is None:
+            return [f"MLflow authentication is on ({why}) but {key} is not set: {fix}"]
+        password = _revealed(self.tracking_admin_password)
+        if password is not None and len(password) < 12:
+            return [f"{key} is shorter than 12 characters, MLflow's minimum: {fix}"]
+        return []
+
+    @property
+    def tracking_auth(self) -> bool:
+        """Whether MLflow requires a user, and clients send the admin's credentials."""
+        if self.tracking.auth is not None:
+            return self.tracking.auth
+        return self.stack in PRODUCTION_STACKS and not self.tracking.server_url
 
     def _missing_monitoring_secrets(self) -> list[str]:
         monitoring = self.monitoring
@@ -559,6 +702,24 @@ class StackSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _production_tracking(self) -> StackSettings:
+        if self.stack not in PRODUCTION_STACKS:
+            return self
+        tracking = self.tracking
+        if tracking.auth is False and not tracking.server_url:
+            raise ValueError(
+                f"mlops:tracking.auth: {self.stack} must not run MLflow without authentication: remove "
+                "`auth: false` (and set the secret mlops:tracking_admin_password)"
+            )
+        for key in ("allowed_hosts", "cors_allowed_origins"):
+            if wild := [v for v in getattr(tracking, key) if "*" in v]:
+                raise ValueError(
+                    f"mlops:tracking.{key}: {wild} has a wildcard, which {self.stack} refuses: list each "
+                    "name exactly"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> StackSettings:
         if (self.training is None) == (self.release is None):
             raise ValueError(
@@ -598,10 +759,14 @@ OBJECT_KEYS = (
     "artifacts",
     "training_job",
     "serving",
+    "network",
     "monitoring",
 )
+FLAG_KEYS = ("protect",)
+"""Scalar boolean keys: `mlops:protect: true` in the stack file."""
 SECRET_KEYS = (
     "tracking_database_url",
+    "tracking_admin_password",
     "container_registry_password",
     "s3_access_key_id",
     "s3_secret_access_key",
@@ -626,7 +791,7 @@ def _build(stack: str, raw: dict[str, Any], source: str) -> StackSettings:
         # An empty object means "unset", so that a `default: {}` declaration changes nothing.
         if raw.get(key) is not None and raw.get(key) != {}:
             values[key] = raw[key]
-    for key in SECRET_KEYS:
+    for key in (*FLAG_KEYS, *SECRET_KEYS):
         if raw.get(key) not in (None, ""):
             values[key] = raw[key]
     try:
@@ -660,9 +825,9 @@ def load_settings() -> StackSettings:
             raw[key] = config.get_object(key)
         except Exception as exc:  # a value that is not JSON/YAML for an object key
             raise ConfigError(f"Pulumi.{stack}.yaml: {NAMESPACE}:{key}: {exc}") from None
-    for key in SECRET_KEYS:
+    for key in (*FLAG_KEYS, *SECRET_KEYS):
         # Read the raw value (not config.get, which warns for secrets); it becomes a SecretStr
-        # here and a secret Output in the components.
+        # here and a secret Output in the components. Flags ("true"/"false") are parsed by the model.
         raw[key] = pulumi.runtime.get_config(f"{NAMESPACE}:{key}")
     settings = _build(stack, raw, f"Pulumi.{stack}.yaml")
     if problems := settings.missing_secrets() + settings.cluster_problems():

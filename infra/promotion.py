@@ -15,6 +15,9 @@ Everything is read and written where `pulumi up` would: each stack's MLflow at
 `mlops:tracking.host_tracking_uri` (or its NodePort) and its bucket at
 `mlops:artifacts.endpoint_url`, with the environment's S3 credentials, or per stack
 `MLOPS_S3_ACCESS_KEY_ID_<STACK>` and `MLOPS_S3_SECRET_ACCESS_KEY_<STACK>` when the stores differ.
+A stack whose MLflow requires a user (`mlops:tracking.auth`, on in prod) is logged in to as
+`mlops:tracking.admin_username` with the password in `MLOPS_TRACKING_PASSWORD_<STACK>` (the
+value of its secret mlops:tracking_admin_password, which this command never decrypts).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.providers.mlflow_credentials import TrackingCredentials, tracking_client
 from infra.config import ConfigError, PinnedRelease, StackSettings, load_stack_file
 from infra.history import DeploymentEvent, Kind, current_user, now, read_history, record_event
 from infra.stack_file import write_pin
@@ -37,6 +41,7 @@ from model.artifact import (
     REGISTRATION_FILE,
     RELEASE_FILE,
     ArtifactError,
+    IncompleteRelease,
     Registration,
     ReleaseMetadata,
     release_uri,
@@ -53,6 +58,7 @@ from model.registry import (
     registry_call,
     set_alias,
 )
+from model.release_store import read_marker
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -67,9 +73,9 @@ __all__ = [
     "plan_promotion",
     "plan_rollback",
     "promote",
-    "read_text",
     "served_release",
     "stack_s3_credentials",
+    "stack_tracking_credentials",
 ]
 
 LOCK_SECONDS = 15 * 60
@@ -99,11 +105,9 @@ class StackPlace:
     settings: StackSettings = field(repr=False)
 
     def client(self) -> MlflowClient:
-        from mlflow import MlflowClient
-
         bound_http_retries()
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return tracking_client(self.tracking_uri, stack_tracking_credentials(self.stack, self.settings))
 
     def folder(self, release_id: str) -> str:
         return release_uri(self.artifact_root, self.model_name, release_id)
@@ -119,6 +123,23 @@ def stack_s3_credentials(stack: str) -> tuple[str | None, str | None]:
         os.environ.get(f"MLOPS_S3_ACCESS_KEY_ID_{suffix}"),
         os.environ.get(f"MLOPS_S3_SECRET_ACCESS_KEY_{suffix}"),
     )
+
+
+def stack_tracking_credentials(stack: str, settings: StackSettings) -> TrackingCredentials | None:
+    """The login to the stack's MLflow when it requires one: mlops:tracking.admin_username and
+    MLOPS_TRACKING_PASSWORD_<STACK>. Without the password its registry cannot be used: a
+    RegistryError naming the variable (`mlops status` reports it and shows the other stacks)."""
+    if not settings.tracking_auth:
+        return None
+    variable = f"MLOPS_TRACKING_PASSWORD_{stack.upper().replace('-', '_')}"
+    password = os.environ.get(variable)
+    if not password:
+        raise RegistryError(
+            f"{stack}'s MLflow requires a user (mlops:tracking.auth in Pulumi.{stack}.yaml): set "
+            f"{variable} to the password of {settings.tracking.admin_username!r} (the stack's secret "
+            "mlops:tracking_admin_password)"
+        )
+    return TrackingCredentials(settings.tracking.admin_username, password)
 
 
 def place_of(stack: str, root: Path) -> StackPlace:
@@ -187,12 +208,6 @@ def served_release(place: StackPlace) -> tuple[str, str]:
     return version, str(tags.get(RELEASE_TAG, ""))
 
 
-def read_text(place: StackPlace, uri: str) -> str:
-    bucket, key = split_s3_uri(uri)
-    with registry_call(f"reading {uri}"):
-        return str(s3_client(place.s3).get_object(Bucket=bucket, Key=key)["Body"].read().decode())
-
-
 def _checked_release(place: StackPlace, release_id: str) -> tuple[str, ReleaseMetadata, dict[str, str]]:
     """The version, record and tags of a release registered in `place`, whose gates passed."""
     client = place.client()
@@ -204,7 +219,9 @@ def _checked_release(place: StackPlace, release_id: str) -> tuple[str, ReleaseMe
             f"({place.stack}'s registry)",
         )
     try:
-        metadata = ReleaseMetadata.from_json(read_text(place, f"{place.folder(release_id)}/{RELEASE_FILE}"))
+        metadata = read_marker(place.folder(release_id), release_id, place.s3)
+    except IncompleteRelease as exc:
+        raise PromotionError("check", str(exc)) from None
     except ArtifactError as exc:
         raise PromotionError("check", f"release {release_id}: {exc}") from None
     if metadata.release_id != release_id or not metadata.gates_passed:
@@ -312,7 +329,9 @@ def destination_lock(target: StackPlace, owner: str) -> Iterator[None]:
     """
     from mlflow.exceptions import MlflowException
 
-    client, name = target.client(), _lock_name(target)
+    name = _lock_name(target)
+    with _step("lock"):
+        client = target.client()
     token = hashlib.sha256(f"{owner}{now()}{os.getpid()}{id(client)}".encode()).hexdigest()[:16]
     expires = (datetime.now(UTC) + timedelta(seconds=LOCK_SECONDS)).isoformat()
     tags = {"owner": owner, "token": token, "expires": expires}
@@ -369,25 +388,28 @@ def copy_release(plan: Plan, log: Log, dry_run: bool = False) -> int:
         _step("copy"),
         registry_call(f"copying {source.folder(plan.release_id)} to {target.folder(plan.release_id)}"),
     ):
-        for page in src.get_paginator("list_objects_v2").paginate(Bucket=src_bucket, Prefix=src_prefix + "/"):
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(src_prefix) + 1 :]
-                if relative == REGISTRATION_FILE:  # the source registry's version, not ours
-                    continue
-                data = src.get_object(Bucket=src_bucket, Key=item["Key"])["Body"].read()
-                digest = hashlib.sha256(data).hexdigest()
-                key = f"{dst_prefix}/{relative}"
-                if _verified(dst, dst_bucket, key, digest):
-                    continue
-                if dry_run:
-                    copied += 1
-                    continue
-                dst.put_object(Bucket=dst_bucket, Key=key, Body=data, Metadata={"sha256": digest})
-                if not _verified(dst, dst_bucket, key, digest):
-                    raise PromotionError(
-                        "copy", f"s3://{dst_bucket}/{key} does not match its source after the copy"
-                    )
+        pages = src.get_paginator("list_objects_v2").paginate(Bucket=src_bucket, Prefix=src_prefix + "/")
+        relatives = [
+            item["Key"][len(src_prefix) + 1 :] for page in pages for item in page.get("Contents", [])
+        ]
+        # The commit marker last: a copy cut short leaves a folder every reader refuses as incomplete.
+        for relative in sorted(relatives, key=lambda rel: rel == RELEASE_FILE):
+            if relative == REGISTRATION_FILE:  # the source registry's version, not ours
+                continue
+            data = src.get_object(Bucket=src_bucket, Key=f"{src_prefix}/{relative}")["Body"].read()
+            digest = hashlib.sha256(data).hexdigest()
+            key = f"{dst_prefix}/{relative}"
+            if _verified(dst, dst_bucket, key, digest):
+                continue
+            if dry_run:
                 copied += 1
+                continue
+            dst.put_object(Bucket=dst_bucket, Key=key, Body=data, Metadata={"sha256": digest})
+            if not _verified(dst, dst_bucket, key, digest):
+                raise PromotionError(
+                    "copy", f"s3://{dst_bucket}/{key} does not match its source after the copy"
+                )
+            copied += 1
     verb = "would copy" if dry_run else "copied"
     log(f"{verb} {copied} objects to {target.folder(plan.release_id)} (each verified by SHA-256)")
     return copied
@@ -408,8 +430,8 @@ def _verified(client: Any, bucket: str, key: str, digest: str) -> bool:
 def register_release(plan: Plan, log: Log, dry_run: bool = False) -> str:
     """The release's version in the target registry, registering it (with lineage) if needed."""
     target, rid = plan.target, plan.release_id
-    client = target.client()
     with _step("register"):
+        client = target.client()
         found = find_release(client, target.model_name, rid)
         if dry_run:
             state = f"is version {found.version}" if found else "would be registered"

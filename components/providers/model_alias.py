@@ -7,7 +7,8 @@ alias that someone moved by hand as a diff, and `pulumi up --refresh` moves it b
 
 Runs where `pulumi up` runs: `tracking_uri` must be reachable from there. Every call is bounded
 (a few retries, a timeout), and every failure names the tracking URI; a failed create stores
-nothing in the stack's state.
+nothing in the stack's state. An MLflow with authentication on gets `tracking_username` and
+`tracking_password`, which stay secret in the state.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ __all__ = ["ModelAlias", "ModelAliasArgs", "ModelAliasProvider"]
 
 MLOPS_KIND = "model-alias"
 _REPLACE_ON = ("tracking_uri", "model_name", "alias")
+_UPDATE_ON = ("version", "release_id", "tracking_username", "tracking_password")
+SECRET_PROPS = ("tracking_password",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,14 @@ class ModelAliasArgs:
     """The version the alias must name."""
     release_id: pulumi.Input[str] | None = None
     """When set, the version must carry this release id (tag mlops.release_id), or nothing moves."""
+    tracking_username: pulumi.Input[str] | None = None
+    """The MLflow user, for a server with authentication on; set with tracking_password."""
+    tracking_password: pulumi.Input[str] | None = None
+    """Secret: the user's password (a new one updates the state, nothing moves)."""
+
+    def __post_init__(self) -> None:
+        if (self.tracking_username is None) != (self.tracking_password is None):
+            raise ValueError("tracking_username and tracking_password must be given together or not at all")
 
 
 class ModelAliasProvider(pulumi.dynamic.ResourceProvider):
@@ -69,7 +80,7 @@ class ModelAliasProvider(pulumi.dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         replaces = [k for k in _REPLACE_ON if olds.get(k) != news.get(k)]
-        changed = replaces + [k for k in ("version", "release_id") if olds.get(k) != news.get(k)]
+        changed = replaces + [k for k in _UPDATE_ON if olds.get(k) != news.get(k)]
         return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
@@ -94,18 +105,18 @@ _MODEL_GONE = object()
 
 
 def _inputs(props: dict[str, Any]) -> dict[str, Any]:
-    return {k: props.get(k) for k in ("tracking_uri", "model_name", "alias", "version", "release_id")}
+    return {k: props.get(k) for k in ("tracking_uri", "model_name", "alias", *_UPDATE_ON)}
 
 
 def _client(props: dict[str, Any]) -> Any:
-    from mlflow import MlflowClient
-
+    from components.providers.mlflow_credentials import TrackingCredentials, tracking_client
     from model.registry import bound_http_retries
 
     bound_http_retries()
 
-    uri = str(props["tracking_uri"])
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    username, password = props.get("tracking_username"), props.get("tracking_password")
+    login = TrackingCredentials(str(username), str(password)) if username and password else None
+    return tracking_client(str(props["tracking_uri"]), login)
 
 
 def _call(props: dict[str, Any], what: str, call: Any) -> Any:
@@ -171,6 +182,7 @@ class ModelAlias(pulumi.dynamic.Resource):
     """What the alias named before this stack last moved it ('' if unset)."""
 
     def __init__(self, name: str, args: ModelAliasArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        password = args.tracking_password
         super().__init__(
             ModelAliasProvider(),
             name,
@@ -180,8 +192,12 @@ class ModelAlias(pulumi.dynamic.Resource):
                 "alias": args.alias,
                 "version": args.version,
                 "release_id": args.release_id,
+                "tracking_username": args.tracking_username,
+                "tracking_password": None if password is None else pulumi.Output.secret(password),
                 "previous_version": None,
                 "mlops_kind": None,
             },
-            opts,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_PROPS))
+            ),
         )

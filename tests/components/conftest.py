@@ -51,6 +51,23 @@ def pulumi_mocks() -> Iterator[Mocked]:
 
 
 @pytest.fixture
+def custom_timeouts(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], tuple[str, str]]:
+    """(create, update) customTimeouts of each resource registered from now on, by (type, name):
+    the recorder does not keep resource options."""
+    from pulumi.runtime.mocks import MockMonitor
+
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    register = MockMonitor.RegisterResource
+
+    def spy(self: MockMonitor, request: Any) -> Any:
+        seen[(request.type, request.name)] = (request.customTimeouts.create, request.customTimeouts.update)
+        return register(self, request)
+
+    monkeypatch.setattr(MockMonitor, "RegisterResource", spy)
+    return seen
+
+
+@pytest.fixture
 def unique() -> Callable[[str], str]:
     """A component name no other test uses."""
     return lambda prefix: f"{prefix}{next(_counter)}"

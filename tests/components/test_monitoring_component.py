@@ -34,7 +34,7 @@ def test_bundled_tree_and_outputs(pulumi_mocks, unique) -> None:
     stack = pulumi_mocks.build(lambda: MonitoringStack(name, ARGS))
     assert stack.pulumi_resource_type == TOKEN
     children = pulumi_mocks.children_of(TOKEN, name)
-    assert len(children) == 20
+    assert len(children) == 22
     assert all(c.name.startswith(f"{name}-") for c in children)
     assert {c.type for c in children} >= {
         "kubernetes:apps/v1:Deployment",

@@ -33,6 +33,7 @@ def test_dev_stack_tree(dev_render: RenderResult) -> None:
         ("mlops:index:ModelServing", "serving"),
         ("pulumi-python:dynamic:Resource", "champion"),
         ("mlops:index:MonitoringStack", "monitoring"),
+        ("mlops:index:NetworkIsolation", "network"),
     }
     # Every other resource is a child of a component, named after it.
     for type_, name, parent in _tree(dev_render):
@@ -84,7 +85,8 @@ def test_prod_stack_serves_the_pinned_release(prod_render: RenderResult) -> None
     assert "kubernetes:batch/v1:Job" not in types and "mlops:index:TrainingJob" not in types
     assert "docker:index/image:Image" not in types  # images pinned in config: no Docker engine needed
     dynamic = [r.name for r in prod_render.resources if r.type == "pulumi-python:dynamic:Resource"]
-    assert dynamic == ["champion"]  # an existing bucket; only the alias moved after rollout
+    # The bucket is adopted (configured and protected, never deleted); the alias moves after rollout.
+    assert dynamic == ["registry-bucket", "champion"]
     deployment = prod_render.find("kubernetes:apps/v1:Deployment", "serving-deployment").inputs
     assert deployment["spec"]["replicas"] >= 3
     pod = deployment["spec"]["template"]

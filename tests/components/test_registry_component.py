@@ -126,6 +126,7 @@ def test_prod_registry_external_everything(pulumi_mocks, unique) -> None:
             "kubernetes:core/v1:Secret",  # pull secret
             "kubernetes:core/v1:Secret",  # database URL
             "kubernetes:apps/v1:Deployment",
+            "kubernetes:policy/v1:PodDisruptionBudget",  # two replicas: a drain keeps one
             "kubernetes:core/v1:Service",
         ]
     )
@@ -199,3 +200,78 @@ def test_invalid_args_name_the_argument(overrides: dict[str, object], message: s
     with pytest.raises(ValueError) as err:
         _dev_args(**overrides)
     assert message in str(err.value)
+
+
+def _mlflow_template(pulumi_mocks, name: str):
+    return pulumi_mocks.one("kubernetes:apps/v1:Deployment", f"{name}-mlflow").inputs["spec"]["template"]
+
+
+def test_mlflow_runs_the_arguments_the_security_tests_start(pulumi_mocks, unique) -> None:
+    from components.registry import mlflow_server_args, service_hosts
+
+    name = unique("reg")
+    pulumi_mocks.build(lambda: ModelRegistry(name, _dev_args()))
+    template = _mlflow_template(pulumi_mocks, name)
+    container = template["spec"]["containers"][0]
+    assert container["args"] == mlflow_server_args(
+        backend_store_uri="sqlite:////data/mlflow.db",
+        artifacts="s3://bucket-dev/_runs",
+        allowed_hosts=service_hosts("ns-dev"),
+    )
+    hosts = next(a for a in container["args"] if a.startswith("--allowed-hosts=")).split("=", 1)[1]
+    names = ("mlflow", "mlflow.ns-dev", "mlflow.ns-dev.svc", "mlflow.ns-dev.svc.cluster.local")
+    expected = [p for host in (*names, "localhost", "127.0.0.1") for p in (host, f"{host}:*")]
+    assert hosts.split(",") == expected  # exact names: no `mlflow.*`
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+    assert not [k for k in env if k.startswith(("MLFLOW_SERVER_DISABLE", "MLFLOW_AUTH"))]
+    assert "--app-name=basic-auth" not in container["args"]
+
+
+def test_an_authenticated_mlflow_and_its_clients_credentials(pulumi_mocks, unique) -> None:
+    name = unique("reg")
+    args = _dev_args(
+        tracking_auth=True,
+        tracking_admin_password=pulumi.Output.secret("a-long-admin-password"),
+        tracking_allowed_hosts=("mlflow.example.internal",),
+        tracking_cors_origins=("https://mlflow.example.internal",),
+    )
+    registry = pulumi_mocks.build(lambda: ModelRegistry(name, args))
+    template = _mlflow_template(pulumi_mocks, name)
+    container = template["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in container["args"]
+    assert "--cors-allowed-origins=https://mlflow.example.internal" in container["args"]
+    assert "mlflow.example.internal:*" in next(a for a in container["args"] if a.startswith("--allowed"))
+    auth = pulumi_mocks.one("kubernetes:core/v1:Secret", f"{name}-mlflow-auth").inputs
+    assert auth["stringData"] == dict.fromkeys(
+        ("basic_auth.ini", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"), "[secret]"
+    )
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": f"{name}-mlflow-auth", "key": key}
+    assert {"name": "auth", "mountPath": "/etc/mlflow-auth", "readOnly": True} in container["volumeMounts"]
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == "auth"]
+    assert volume["secret"]["items"] == [{"key": "basic_auth.ini", "path": "basic_auth.ini"}]
+    client = pulumi_mocks.one("kubernetes:core/v1:Secret", f"{name}-mlflow-client").inputs
+    assert set(client["stringData"]) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert pulumi_mocks.value(registry.tracking_secret_name) == f"{name}-mlflow-client"
+
+
+def test_the_auth_config_keeps_what_it_is_given() -> None:
+    import configparser
+
+    from components.registry import auth_secret_data
+
+    url = "postgresql://mlflow:p%40ss%25@db/mlflow"
+    data = auth_secret_data("admin", "a-long-admin-password", url)
+    config = configparser.ConfigParser()
+    config.read_string(data["basic_auth.ini"])
+    assert config["mlflow"]["database_uri"] == url and config["mlflow"]["admin_username"] == "admin"
+    assert "a-long-admin-password" not in data["basic_auth.ini"]  # the password goes in the env
+    other = auth_secret_data("admin", "another-password", url)
+    assert data["MLFLOW_FLASK_SERVER_SECRET_KEY"] != other["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    with pytest.raises(ValueError, match="admin_username must be one non-empty line"):
+        auth_secret_data("admin\ndefault_permission = MANAGE", "a-long-admin-password", url)
+    with pytest.raises(ValueError, match="tracking_admin_password is required with tracking_auth"):
+        _dev_args(tracking_auth=True)

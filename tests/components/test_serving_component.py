@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import kubernetes_validate
 import pulumi
 import pytest
 
 from components.common import ImageSource
-from components.serving import ModelServing, ModelServingArgs, ServedRelease, ServiceType, split_replicas
+from components.rollout import CONTROLLER_SLACK_SECONDS, probe_budget_seconds
+from components.serving import (
+    READY_WITHIN_SECONDS,
+    ModelServing,
+    ModelServingArgs,
+    ServedRelease,
+    ServiceType,
+    split_replicas,
+)
+from infra.render import RenderResult
+from tests.components.netpol import Address, Cluster
 
 TOKEN = "mlops:index:ModelServing"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 IMAGE = ImageSource(ref="ghcr.io/acme/serve@sha256:" + "c" * 64)
 STABLE = ServedRelease("aaaaaaaaaaaa", "s3://b/m/aaaaaaaaaaaa", "1" * 64, "3", "passed")
 CANDIDATE = ServedRelease("bbbbbbbbbbbb", "s3://b/m/bbbbbbbbbbbb", "2" * 64, "4", "passed")
@@ -72,7 +84,9 @@ def test_serving_tree_rollout_and_outputs(pulumi_mocks, unique) -> None:
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["MLOPS_MODEL_URI"] == "s3://b/m/aaaaaaaaaaaa"
     assert env["MLOPS_MODEL_SHA256"] == "1" * 64
-    assert env["MLOPS_PORT"] == "8080" and env["MLOPS_DRAIN_SECONDS"] == "10"
+    assert env["MLOPS_PORT"] == "8080" and env["MLOPS_MAX_REQUEST_SECONDS"] == "30"
+    # In-flight requests finish within the limit; the grace period covers preStop plus that.
+    assert env["MLOPS_DRAIN_SECONDS"] == "32"
     assert env["TMPDIR"] == "/tmp"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
@@ -165,3 +179,76 @@ def test_invalid_args_name_the_argument(overrides: dict[str, object], message: s
 
 def test_service_type_is_a_closed_choice() -> None:
     assert [t.value for t in ServiceType] == ["ClusterIP", "NodePort", "LoadBalancer"]
+
+
+def test_rollouts_are_bounded_and_pulumi_waits_as_long_as_kubernetes(
+    pulumi_mocks, unique, custom_timeouts
+) -> None:
+    name = unique("serve")
+    args = _args(canary=CANDIDATE, canary_weight=25, replicas=4, max_replicas=8)
+    pulumi_mocks.build(lambda: ModelServing(name, args))
+    for role, pods in (("deployment", 7), ("canary", 1)):  # the autoscaler's maximum; the canary's 1
+        spec = pulumi_mocks.one("kubernetes:apps/v1:Deployment", f"{name}-{role}").inputs["spec"]
+        assert (spec["minReadySeconds"], spec["progressDeadlineSeconds"], spec["revisionHistoryLimit"]) == (
+            10,
+            300,
+            5,
+        )
+        container = spec["template"]["spec"]["containers"][0]
+        # A server may take its probes' budget to turn ready: 120 s to start, 5 s to be seen ready.
+        assert probe_budget_seconds(container) == READY_WITHIN_SECONDS == 125
+        assert spec["progressDeadlineSeconds"] > READY_WITHIN_SECONDS + spec["minReadySeconds"]
+        # Each pod in turn may use up the deadline before Kubernetes calls the rollout failed.
+        timeout = f"{pods * 300 + CONTROLLER_SLACK_SECONDS}s"
+        assert custom_timeouts[(DEPLOYMENT, f"{name}-{role}")] == (timeout, timeout)
+
+
+@pytest.mark.parametrize("service_type", [ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER])
+def test_an_exposed_service_admits_exactly_its_client_cidrs(
+    pulumi_mocks, unique, service_type: ServiceType
+) -> None:
+    name = unique("serve")
+    args = _args(
+        namespace="mlops-prod", service_type=service_type, client_cidrs=("203.0.113.0/24", "192.0.2.7")
+    )
+    pulumi_mocks.build(lambda: ModelServing(name, args))
+    service = pulumi_mocks.one("kubernetes:core/v1:Service", f"{name}-service").inputs["spec"]
+    # The nodes keep the clients' addresses, so that the NetworkPolicy sees them.
+    assert service["externalTrafficPolicy"] == "Local"
+    expected_ranges = (
+        ["203.0.113.0/24", "192.0.2.7/32"] if service_type is ServiceType.LOAD_BALANCER else None
+    )
+    assert service.get("loadBalancerSourceRanges") == expected_ranges
+    objects = RenderResult("prod", None, list(pulumi_mocks.mocks.resources), {}).kubernetes_objects
+    for obj in objects:
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    cluster = Cluster.from_objects(objects)
+    server = cluster.pod("mlops-prod", **{"mlops.dev/track": "stable"})
+    assert cluster.allowed(Address("203.0.113.9"), server, 8080)
+    assert cluster.allowed(Address("192.0.2.7"), server, 8080)
+    assert not cluster.allowed(Address("192.0.2.8"), server, 8080)
+    assert not cluster.allowed(Address("203.0.113.9"), server, 9090)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"service_type": ServiceType.NODE_PORT},
+            "client_cidrs is required with service_type NodePort",
+        ),
+        ({"client_cidrs": ("10.0.0.1/8",)}, "client_cidrs: '10.0.0.1/8' is not a CIDR"),
+        ({"client_cidrs": ("clients",)}, "client_cidrs: 'clients' is not a CIDR"),
+        ({"min_ready_seconds": 0}, "min_ready_seconds must be >= 1, got 0"),
+        (
+            {"progress_deadline_seconds": 130},
+            "progress_deadline_seconds (130) must exceed the 135 s a new pod may need to become available",
+        ),
+    ],
+)
+def test_invalid_exposure_and_rollout_args_name_the_argument(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as err:
+        _args(**overrides)
+    assert message in str(err.value)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.config import OBJECT_KEYS, SECRET_KEYS, ConfigError, StackSettings, load_stack_file
+from infra.config import FLAG_KEYS, OBJECT_KEYS, SECRET_KEYS, ConfigError, StackSettings, load_stack_file
 from infra.render import run_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,9 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_key_the_program_reads_is_declared() -> None:
     declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
-    keys = {f"mlops:{k}" for k in (*OBJECT_KEYS, *SECRET_KEYS)}
+    keys = {f"mlops:{k}" for k in (*OBJECT_KEYS, *FLAG_KEYS, *SECRET_KEYS)}
     assert keys == set(declared)
-    assert {k for k in StackSettings.model_fields if k != "stack"} == set(OBJECT_KEYS) | set(SECRET_KEYS)
+    assert {k for k in StackSettings.model_fields if k != "stack"} == {*OBJECT_KEYS, *FLAG_KEYS, *SECRET_KEYS}
+    for key in FLAG_KEYS:
+        assert declared[f"mlops:{key}"]["type"] == "boolean" and declared[f"mlops:{key}"]["description"]
     for key in SECRET_KEYS:
         assert declared[f"mlops:{key}"]["type"] == "string" and declared[f"mlops:{key}"]["default"] == ""
         assert "pulumi config set --secret" in declared[f"mlops:{key}"]["description"]
@@ -136,3 +138,57 @@ def test_the_program_validates_through_load_settings() -> None:
     with mocked_runtime("qa", config, []) as (_, run), pytest.raises(ConfigError) as err:
         run(load_settings)
     assert str(err.value).startswith("Pulumi.qa.yaml: mlops:release.release_id: Field required")
+
+
+def _dev_with(**serving_and_network: Any) -> str:
+    config = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]
+    for key, fields in serving_and_network.items():
+        config[f"mlops:{key}"] = {**(config.get(f"mlops:{key}") or {}), **fields}
+    return str(yaml.safe_dump({"config": config}))
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {"serving": {"service_type": "NodePort"}},
+            "mlops:serving: service_type NodePort exposes the model outside the cluster: list its "
+            "clients' CIDRs in client_cidrs",
+        ),
+        (
+            {"serving": {"service_type": "LoadBalancer", "client_cidrs": ["203.0.113.300/24"]}},
+            "mlops:serving.client_cidrs: '203.0.113.300/24' is not a CIDR such as 203.0.113.0/24",
+        ),
+        (
+            {"serving": {"progress_deadline_seconds": 120}},
+            "mlops:serving: progress_deadline_seconds (120) must exceed the 135 s a new pod may need",
+        ),
+        ({"serving": {"min_ready_seconds": 0}}, "mlops:serving.min_ready_seconds: Input should be greater"),
+        (
+            {"network": {"node_cidrs": ["10.0.0.1/24"]}},
+            "mlops:network.node_cidrs: '10.0.0.1/24' is not a CIDR",
+        ),
+        ({"network": {"egress_cidrs": []}}, "mlops:network.egress_cidrs: Tuple should have at least 1 item"),
+        (
+            {"network": {"tracking_client_namespaces": ["Ingress"]}},
+            "mlops:network.tracking_client_namespaces.0",
+        ),
+    ],
+)
+def test_exposure_rollout_and_network_settings_are_checked(edits: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_stack_file("dev", REPO, text=_dev_with(**edits))
+    assert expected in str(err.value), str(err.value)
+
+
+def test_exposure_and_network_settings_are_read_normalised() -> None:
+    text = _dev_with(
+        serving={"service_type": "NodePort", "client_cidrs": ["203.0.113.0/24", "192.0.2.7"]},
+        network={"node_cidrs": ["10.0.0.0/24"], "tracking_client_namespaces": ["ingress-nginx"]},
+    )
+    settings = load_stack_file("dev", REPO, text=text)
+    assert settings.serving.client_cidrs == ("203.0.113.0/24", "192.0.2.7/32")
+    assert (settings.serving.min_ready_seconds, settings.serving.progress_deadline_seconds) == (10, 300)
+    assert settings.network.node_cidrs == ("10.0.0.0/24",)
+    assert settings.network.egress_cidrs == ("0.0.0.0/0", "::/0")
+    assert settings.network.tracking_client_namespaces == ("ingress-nginx",)

@@ -125,6 +125,8 @@ def test_bundled_mode_deploys_prometheus_alertmanager_and_grafana(
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "monitoring-prometheus-network-policy"),
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "monitoring-alertmanager-network-policy"),
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "monitoring-grafana-network-policy"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "monitoring-dns"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "monitoring-default-deny"),
         ]
     )
     namespace = render.find("kubernetes:core/v1:Namespace", "monitoring-namespace").inputs["metadata"]
