@@ -43,6 +43,8 @@ PROD_SECRETS = {
     "mlops:s3_secret_access_key": "EngineTestSecretKey/9xQ2wZ7vB4",
     # Both stack files run bundled monitoring with Grafana.
     "mlops:grafana_admin_password": "Grafana-Admin-Pass-5e2a",
+    # Prod's MLflow requires a login (docs/deploy.md, "Locked-down registry").
+    "mlops:tracking_admin_password": "Mlflow-Admin-Pass-8b4c",
 }
 IGNORE = shutil.ignore_patterns(
     ".venv",
