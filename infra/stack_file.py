@@ -32,6 +32,8 @@ def _yaml() -> YAML:
     yaml = YAML()  # round-trip mode: comments, order and quotes survive
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap a long line that was not touched
+    # Sequences as `pulumi config set` writes them (`key:` then `  - item`), so they round-trip.
+    yaml.indent(mapping=2, sequence=4, offset=2)
     return yaml
 
 

@@ -130,6 +130,9 @@ def world(
             "artifact_root: s3://mlops-prod-artifacts": f"artifact_root: s3://{prod_bucket}",
             "    region: eu-west-1": f"    region: us-east-1\n    endpoint_url: {prod_s3.endpoint_url}",
             "https://mlflow.example.internal": prod_mlflow.tracking_uri,  # host_tracking_uri
+            # A plain-http store: the pack requires TLS for a bucket prod manages, so this prod
+            # serves from an existing bucket, as the cluster test's does.
+            "    create: true": "    create: false",
         },
     )
     (root / "Pulumi.prod.yaml").write_text(prod)

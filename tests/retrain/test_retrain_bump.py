@@ -236,3 +236,21 @@ def test_newest_version_from_a_real_s3_bucket(
     gone = project(tmp_path / "gone", "s3://no-such-bucket-here/cancer/", endpoint_url=s3.endpoint_url)
     missing = run_cli(gone, "--event", str(event(tmp_path)), env=env)
     assert missing.exit_code == 2 and "cannot list the dataset prefix" in missing.output
+
+
+def test_a_pin_write_keeps_sequences_as_pulumi_writes_them(tmp_path: Path) -> None:
+    """`pulumi config set` indents a list under its key; a pin written after it moves no other line."""
+    from infra.stack_file import read_pin, write_pin
+
+    text = (REPO / "Pulumi.prod.yaml").read_text()
+    flow = "    tracking_client_namespaces: [ingress-nginx]\n"
+    assert flow in text
+    block = "    tracking_client_namespaces:\n      - ingress-nginx\n      - gateway\n"
+    shutil.copy(REPO / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    prod = tmp_path / "Pulumi.prod.yaml"
+    prod.write_text(text.replace(flow, block))
+    pin = read_pin(prod)
+    assert pin is not None
+    assert write_pin(prod, pin.model_copy(update={"release_id": "abcdef012345"}))
+    after = prod.read_text()
+    assert block in after and after.replace("abcdef012345", pin.release_id) == text.replace(flow, block)
