@@ -192,7 +192,11 @@ def pod_manifest(
                         "readOnlyRootFilesystem": True,
                         "capabilities": {"drop": ["ALL"]},
                     },
-                    "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
+                    # Small requests: several test pods share the 2-core node with the stacks.
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "64Mi"},
+                        "limits": {"cpu": "500m", "memory": "256Mi"},
+                    },
                 }
             ],
         },

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from components.network import DNS_EGRESS
 from tests.cluster.conftest import Cluster, pod_manifest
 from tests.services import free_port
 
@@ -486,22 +487,15 @@ def test_network_policy_egress_deny_keeps_dns(cluster: Cluster, policy_pods: Pol
     pods, ns = policy_pods, policy_pods.namespace
     cluster.kubectl("-n", ns, "delete", "networkpolicy", "--all")
     _expect_connect(cluster, pods, {"client": "ok"})
-    dns_peer = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-    }
     egress = _policy(
         ns,
         "client-egress-dns-only",
         {
             "podSelector": {"matchLabels": {"role": "client"}},
             "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [dns_peer],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                }
-            ],
+            # The stacks' own DNS rule: policies see CoreDNS' port after the Service's DNAT
+            # (1053 here), which its named ports match.
+            "egress": [DNS_EGRESS],
         },
     )
     cluster.apply(egress)

@@ -38,7 +38,7 @@ from infra.cli import app
 from infra.stack_file import read_pin
 from model.artifact import REGISTRATION_FILE, Registration, ReleaseMetadata, load_sklearn_model
 from model.registry import RELEASE_TAG
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, pod_manifest
 from tests.engine.conftest import REPO, Engine, changed_steps, new_engine
 from tests.services import MlflowService, S3Service, start_mlflow, start_seaweedfs
 
@@ -280,6 +280,33 @@ def test_up_trains_in_a_job_registers_rolls_out_and_serves(stacks: Stacks, tmp_p
     served, headers = _predict(stacks.service_url("mlops-dev"), rows)
     assert headers["x-mlops-release-id"] == rid
     assert served == _in_process(stacks.s3, out["model_uri"], rows, tmp_path)
+
+
+def _reaches(cluster: Cluster, name: str, labels: dict[str, str], host: str, port: int) -> bool:
+    """Whether a pod with `labels` in the dev namespace opens a TCP connection to host:port."""
+    probe = pod_manifest(
+        name,
+        "mlops-dev",
+        cluster.images["serving"],
+        ["python", "-c", f"import socket; socket.create_connection(({host!r}, {port}), timeout=5)"],
+    )
+    probe["metadata"]["labels"].update(labels)
+    cluster.apply(probe)
+    try:
+        return cluster.wait_pod(name, "mlops-dev")["status"]["phase"] == "Succeeded"
+    finally:
+        cluster.kubectl("-n", "mlops-dev", "delete", "pod", name, "--wait=false", check=False)
+
+
+def test_the_stack_namespace_admits_only_the_flows_it_declares(stacks: Stacks) -> None:
+    """The stack's NetworkPolicies, enforced by the cluster (docs/network.md): the flows the
+    release used above were allowed; a pod the stack does not know reaches neither MLflow nor
+    the model server, and the server's declared clients (`mlops.dev/client-of`) reach it."""
+    cluster = stacks.cluster
+    server = f"{MODEL}.mlops-dev.svc.cluster.local"
+    assert not _reaches(cluster, "np-stranger-mlflow", {}, "mlflow.mlops-dev.svc.cluster.local", 5000)
+    assert not _reaches(cluster, "np-stranger-server", {}, server, 80)
+    assert _reaches(cluster, "np-client-server", {"mlops.dev/client-of": MODEL}, server, 80)
 
 
 def _monitoring_api(cluster: Cluster, service: str, path: str) -> Any:
