@@ -279,6 +279,21 @@ class NetworkIsolation(pulumi.ComponentResource):
         )
 
 
+def _namespace_wide(
+    resource_name: str,
+    namespace: pulumi.Input[str],
+    object_labels: Mapping[str, str],
+    spec: dict[str, Any],
+    opts: pulumi.ResourceOptions,
+) -> k8s.networking.v1.NetworkPolicy:
+    return k8s.networking.v1.NetworkPolicy(
+        resource_name,
+        metadata={"namespace": namespace, "labels": dict(object_labels)},
+        spec={"podSelector": {}, **spec},
+        opts=opts,
+    )
+
+
 def default_deny(
     resource_name: str,
     namespace: pulumi.Input[str],
@@ -286,12 +301,8 @@ def default_deny(
     opts: pulumi.ResourceOptions,
 ) -> k8s.networking.v1.NetworkPolicy:
     """Every pod of `namespace` (now or later) is isolated both ways: only allowed flows pass."""
-    return k8s.networking.v1.NetworkPolicy(
-        resource_name,
-        metadata={"namespace": namespace, "labels": dict(object_labels)},
-        spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
-        opts=opts,
-    )
+    spec = {"policyTypes": ["Ingress", "Egress"]}
+    return _namespace_wide(resource_name, namespace, object_labels, spec, opts)
 
 
 def dns_policy(
@@ -301,9 +312,5 @@ def dns_policy(
     opts: pulumi.ResourceOptions,
 ) -> k8s.networking.v1.NetworkPolicy:
     """Every pod of `namespace` may query the cluster DNS."""
-    return k8s.networking.v1.NetworkPolicy(
-        resource_name,
-        metadata={"namespace": namespace, "labels": dict(object_labels)},
-        spec={"podSelector": {}, "policyTypes": ["Egress"], "egress": [DNS_EGRESS]},
-        opts=opts,
-    )
+    spec = {"policyTypes": ["Egress"], "egress": [DNS_EGRESS]}
+    return _namespace_wide(resource_name, namespace, object_labels, spec, opts)
