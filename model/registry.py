@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +58,22 @@ def bound_http_retries() -> None:
     Variables the user set win."""
     for key, value in INTERACTIVE_HTTP_LIMITS.items():
         os.environ.setdefault(key, value)
+
+
+@contextmanager
+def client_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """MLflow's client reads its settings and credentials from the environment on each call:
+    set `values` for one block, then restore what was there (not thread-safe on its own)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 RELEASE_TAG = "mlops.release_id"

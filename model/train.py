@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from model.lineage import ReleaseInputs, code_hash, git_commit, training_runtime
 from model.registry import (
     CANDIDATE_ALIAS,
     RELEASE_TAG,
+    client_environment,
     connect,
     ensure_experiment,
     find_champion,
@@ -326,17 +326,8 @@ def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
     # Best effort, once and quickly: the failure being reported may be that MLflow is gone,
     # and MLflow's own retries would hold that report back for minutes.
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    saved = {key: os.environ.get(key) for key in quick}
-    os.environ.update(quick)
-    try:
-        with contextlib.suppress(Exception):
-            client.set_terminated(run_id, status)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with client_environment(quick), contextlib.suppress(Exception):
+        client.set_terminated(run_id, status)
 
 
 def _store_release(

@@ -9,12 +9,13 @@ process-wide lock, and puts back what was there before.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
+
+from model.registry import client_environment
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,17 +36,9 @@ class TrackingCredentials:
 
 @contextmanager
 def _logged_in(credentials: TrackingCredentials) -> Iterator[None]:
-    with _LOCK:
-        saved = {key: os.environ.get(key) for key in _KEYS}
-        os.environ.update(zip(_KEYS, (credentials.username, credentials.password), strict=True))
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    login = dict(zip(_KEYS, (credentials.username, credentials.password), strict=True))
+    with _LOCK, client_environment(login):
+        yield
 
 
 class _LoggedInClient:

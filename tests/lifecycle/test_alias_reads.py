@@ -18,6 +18,7 @@ from model.server.loader import load_release
 from model.spec import RegistrySettings, TrainingSpec
 from model.train import train_release
 from tests.services import MlflowService, S3Service
+from tests.specs import quick_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,18 +29,7 @@ DEADLINE_S = 300
 
 
 def _spec(name: str, seed: int) -> TrainingSpec:
-    return TrainingSpec.model_validate(
-        {
-            "model_name": name,
-            "dataset": "sklearn:breast_cancer",
-            "target": "target",
-            "task": "classification",
-            "estimator": "logistic_regression",
-            "seed": seed,
-            "params": {"max_iter": 500},
-            "gates": {"thresholds": {"accuracy": {"min": 0.85}}},
-        }
-    )
+    return quick_spec("alias", model_name=name, seed=seed)
 
 
 def test_loads_during_alias_moves_each_read_one_whole_version(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,21 +33,13 @@ from model.server.loader import LoadError, load_release
 from model.spec import RegistrySettings, TrainingSpec
 from model.train import ReleaseOptions, train_release
 from tests.services import MlflowService, S3Service, start_mlflow, start_seaweedfs
+from tests.specs import quick_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _spec(**overrides: Any) -> TrainingSpec:
-    base: dict[str, Any] = {
-        "model_name": f"crash-{uuid.uuid4().hex[:8]}",
-        "dataset": "sklearn:breast_cancer",
-        "target": "target",
-        "task": "classification",
-        "estimator": "logistic_regression",
-        "params": {"max_iter": 500},
-        "gates": {"thresholds": {"accuracy": {"min": 0.85}}},
-    }
-    return TrainingSpec.model_validate({**base, **overrides})
+    return quick_spec("crash", **overrides)
 
 
 def _objects(s3: S3Service, uri: str) -> dict[str, tuple[str, Any]]:

@@ -25,22 +25,14 @@ from model.registry import RegistryError, find_champion
 from model.spec import RegistrySettings, TrainingSpec
 from model.train import ReleaseOptions, train_release
 from tests.services import MlflowService, S3Service, free_port, start_mlflow
+from tests.specs import quick_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _spec(**overrides: Any) -> TrainingSpec:
-    base: dict[str, Any] = {
-        "model_name": f"fail-{uuid.uuid4().hex[:8]}",
-        "dataset": "sklearn:breast_cancer",
-        "target": "target",
-        "task": "classification",
-        "estimator": "logistic_regression",
-        "params": {"max_iter": 500},
-        "gates": {"thresholds": {"accuracy": {"min": 0.85}}},
-    }
-    return TrainingSpec.model_validate({**base, **overrides})
+    return quick_spec("fail", **overrides)
 
 
 def _env(mlflow: MlflowService, s3: S3Service) -> dict[str, str]:

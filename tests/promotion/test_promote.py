@@ -30,9 +30,10 @@ from infra.promotion import PromotionError, destination_lock, place_of, promote
 from infra.render import render_stack
 from infra.stack_file import read_pin
 from model.registry import RELEASE_TAG
-from model.spec import RegistrySettings, TrainingSpec
+from model.spec import RegistrySettings
 from model.train import train_release
 from tests.services import MlflowService, S3Service, start_mlflow, start_seaweedfs
+from tests.specs import quick_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -59,17 +60,8 @@ class World:
 
     def dev_release(self, seed: int, **gates: Any) -> str:
         """Train a release into dev's registry and store; it becomes dev's champion when it passes."""
-        spec = TrainingSpec.model_validate(
-            {
-                "model_name": MODEL,
-                "dataset": "sklearn:breast_cancer",
-                "target": "target",
-                "task": "classification",
-                "estimator": "logistic_regression",
-                "seed": seed,
-                "params": {"max_iter": 500},
-                "gates": gates or {"thresholds": {"accuracy": {"min": 0.9}}},
-            }
+        spec = quick_spec(
+            MODEL, model_name=MODEL, seed=seed, gates=gates or {"thresholds": {"accuracy": {"min": 0.9}}}
         )
         registry = RegistrySettings(
             tracking_uri=self.dev_mlflow.tracking_uri,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,21 +260,29 @@ def process_factory(tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
+@contextmanager
+def running_server(
+    model_uri: str, scratch: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A real server process, live and ready, stopped when the block ends."""
+    server = start_server(model_uri, scratch, *args, env=env)
+    try:
+        wait_live(server)
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            wait_ready(http)
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def rf_process(
     releases: dict[str, Release], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """One real server process on the random forest, shared by the process-level tests."""
-    server = start_server(
-        str(releases["rf"].folder), tmp_path_factory.mktemp("rf-process"), "--max-batch-rows", "500"
-    )
-    try:
-        wait_live(server)
-        with httpx.Client(base_url=server.url, timeout=5) as http:
-            wait_ready(http)
+    scratch = tmp_path_factory.mktemp("rf-process")
+    with running_server(str(releases["rf"].folder), scratch, "--max-batch-rows", "500") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def split_body(frame: pd.DataFrame) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from model.server.metrics import METHODS
-from tests.server.conftest import Release, ServerProcess, start_server, wait_live, wait_ready
+from tests.server.conftest import Release, ServerProcess, running_server
 from tests.server.fuzzing import MARKER, Fuzzer, FuzzRequest
 
 SCALARS = st.one_of(
@@ -177,21 +177,9 @@ KNOWN_ROUTES = {
 
 @pytest.fixture()
 def fuzz_process(releases: dict[str, Release], tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(
-        str(releases["rf"].folder),
-        tmp_path,
-        "--max-batch-rows",
-        "500",
-        "--max-body-bytes",
-        str(FUZZ_MAX_BODY),
-    )
-    try:
-        wait_live(server)
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            wait_ready(http)
+    args = ("--max-batch-rows", "500", "--max-body-bytes", str(FUZZ_MAX_BODY))
+    with running_server(str(releases["rf"].folder), tmp_path, *args) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _rss_mib(pid: int) -> float:

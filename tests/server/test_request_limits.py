@@ -32,7 +32,11 @@ from model.server import ServerSettings
 from model.server.grpc_service import ERROR_CODE_KEY
 from model.server.loader import load_release
 from model.spec import RegistrySettings, TrainingSpec
-from tests.server.conftest import ServerProcess, start_server, train_releases, wait_live, wait_ready
+from tests.server.conftest import (
+    ServerProcess,
+    running_server,
+    train_releases,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +93,7 @@ def slow_forest(workdir: Path, registry: RegistrySettings) -> SlowForest:
 
 @pytest.fixture(scope="module")
 def limited(slow_forest: SlowForest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_server(
+    with running_server(
         str(slow_forest.folder),
         tmp_path_factory.mktemp("limited"),
         "--batch-combined-rows",
@@ -97,14 +101,8 @@ def limited(slow_forest: SlowForest, tmp_path_factory: pytest.TempPathFactory) -
         "--max-batch-rows",
         str(slow_forest.rows),
         env={"MLOPS_MAX_REQUEST_SECONDS": str(LIMIT)},  # the variable the serving component sets
-    )
-    try:
-        wait_live(server)
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            wait_ready(http)
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _samples(http: httpx.Client, family: str) -> dict[tuple[tuple[str, str], ...], float]:
