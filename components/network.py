@@ -36,6 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components.common import Component, labels, object_name
 from components.registry import IMAGE_REGISTRY_SERVICE, MLFLOW_PORT, MLFLOW_SERVICE, REGISTRY_PORT
+from components.serving import GRPC_PORT
 from components.serving import PORT as SERVING_PORT
 
 __all__ = [
@@ -212,7 +213,7 @@ class NetworkIsolation(pulumi.ComponentResource):
                 "serving-clients",
                 "serving",
                 {},
-                egress=[{"to": [_pods(serving)], "ports": _tcp(SERVING_PORT)}],
+                egress=[{"to": [_pods(serving)], "ports": _tcp(SERVING_PORT) + _tcp(GRPC_PORT)}],
             ),
         ]
         if args.training:

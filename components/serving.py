@@ -29,6 +29,7 @@ from components.common import (
 from components.rollout import Rollout, probe_budget_seconds
 
 __all__ = [
+    "GRPC_PORT",
     "PORT",
     "READY_WITHIN_SECONDS",
     "ModelServing",
@@ -40,6 +41,8 @@ __all__ = [
 
 PORT = 8080
 SERVICE_PORT = 80
+GRPC_PORT = 8081
+"""The Open Inference Protocol over gRPC: the container's and the Service's port (named grpc)."""
 _PROBES: dict[str, dict[str, Any]] = {
     "readinessProbe": {
         "httpGet": {"path": "/v2/health/ready", "port": "http"},
@@ -146,6 +149,9 @@ class ModelServingArgs(WorkloadAccess):
     progress_deadline_seconds: int = 300
     """A rollout without progress for this long is failed (and so is `pulumi up`, see
     components/rollout.py); longer than a server may take to become available."""
+    grpc: bool = True
+    """Also serve the Open Inference Protocol over gRPC (port `grpc`, 8081, on the pods and the
+    Service); False: the server opens no gRPC port at all."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.service_type, ServiceType):
@@ -191,6 +197,8 @@ class ModelServing(pulumi.ComponentResource):
 
     endpoint: pulumi.Output[str]
     """In-cluster URL of the Service."""
+    grpc_target: pulumi.Output[str] | None
+    """The Service's gRPC address (`host:port`, a gRPC channel's target); None with gRPC off."""
     service_name: pulumi.Output[str]
     """The Service's name."""
     deployment_name: pulumi.Output[str]
@@ -242,7 +250,7 @@ class ModelServing(pulumi.ComponentResource):
                 "type": args.service_type.value,
                 # Both tracks: traffic splits by replica count.
                 "selector": selector,
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+                "ports": _service_ports(args.grpc),
                 **_exposure(args.service_type, args.client_cidrs),
             },
             opts=child,
@@ -274,36 +282,36 @@ class ModelServing(pulumi.ComponentResource):
             spec={"maxUnavailable": args.max_unavailable, "selector": {"matchLabels": selector}},
             opts=child,
         )
-        sources: list[dict[str, Any]] = [
-            {"podSelector": {"matchLabels": {"mlops.dev/client-of": args.model_name}}},
-            {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": args.monitoring_namespace}
-                }
-            },
-            *({"ipBlock": {"cidr": cidr}} for cidr in args.client_cidrs),
-        ]
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata={"namespace": args.namespace, "labels": base},
             spec={
                 "podSelector": {"matchLabels": selector},
                 "policyTypes": ["Ingress"],
-                # Only the Service's clients (pods labelled mlops.dev/client-of=<model>) and the
-                # monitoring namespace's scraper reach port 8080 (/v2/... and /metrics).
-                "ingress": [{"from": sources, "ports": [{"port": PORT, "protocol": "TCP"}]}],
+                "ingress": _ingress(args),
             },
             opts=child,
         )
 
         self.service_name = object_name(service)
         self.endpoint = service_url(service)
+        self.grpc_target = (
+            pulumi.Output.concat(
+                self.service_name,
+                ".",
+                service.metadata.apply(lambda m: str(m.namespace)),
+                f".svc.cluster.local:{GRPC_PORT}",
+            )
+            if args.grpc
+            else None
+        )
         self.deployment_name = object_name(stable)
         self.release_id = stable.metadata.apply(lambda m: (m.labels or {})["mlops.dev/release"])
         self.model_uri = stable.metadata.apply(lambda m: (m.annotations or {})["mlops.dev/model-uri"])
         self.register_outputs(
             {
                 "endpoint": self.endpoint,
+                "grpc_target": self.grpc_target,
                 "service_name": self.service_name,
                 "deployment_name": self.deployment_name,
                 "canary_deployment_name": self.canary_deployment_name,
@@ -345,6 +353,7 @@ class ModelServing(pulumi.ComponentResource):
                 ),
             },
             {"name": "MLOPS_PORT", "value": str(PORT)},
+            {"name": "MLOPS_GRPC_PORT", "value": str(GRPC_PORT if args.grpc else 0)},
             # After SIGTERM (the preStop sleep is over, nothing new arrives) the server waits for
             # what is in flight: at most the request limit, plus its watchdog's tick.
             {"name": "MLOPS_DRAIN_SECONDS", "value": str(args.max_request_seconds + 2)},
@@ -364,7 +373,7 @@ class ModelServing(pulumi.ComponentResource):
                     "name": "server",
                     "image": self.image,
                     "command": ["python", "-m", "model.server"],
-                    "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                    "ports": _container_ports(args.grpc),
                     "env": env,
                     **_PROBES,
                     # Keep serving while endpoints and load balancers drop this pod.
@@ -427,6 +436,44 @@ class ModelServing(pulumi.ComponentResource):
                 )
             ),
         )
+
+
+def _container_ports(grpc: bool) -> list[dict[str, Any]]:
+    ports = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    if grpc:
+        ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
+    return ports
+
+
+def _service_ports(grpc: bool) -> list[dict[str, Any]]:
+    ports = [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if grpc:
+        # h2c: gRPC without TLS, so meshes and gateways pick HTTP/2 for it.
+        ports.append(
+            {
+                "name": "grpc",
+                "port": GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
+    return ports
+
+
+def _ingress(args: ModelServingArgs) -> list[dict[str, Any]]:
+    """Only the Service's clients (pods labelled mlops.dev/client-of=<model>, and `client_cidrs`)
+    reach the prediction ports; the monitoring namespace's scraper reaches HTTP only (/metrics)."""
+    clients: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": {"mlops.dev/client-of": args.model_name}}},
+        *({"ipBlock": {"cidr": cidr}} for cidr in args.client_cidrs),
+    ]
+    scraper = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": args.monitoring_namespace}}
+    }
+    http = {"port": PORT, "protocol": "TCP"}
+    client_ports = [http, {"port": GRPC_PORT, "protocol": "TCP"}] if args.grpc else [http]
+    return [{"from": clients, "ports": client_ports}, {"from": [scraper], "ports": [http]}]
 
 
 def _exposure(service_type: ServiceType, client_cidrs: tuple[str, ...]) -> dict[str, Any]:

@@ -199,6 +199,7 @@ def _serving(
             client_cidrs=serve.client_cidrs,
             min_ready_seconds=serve.min_ready_seconds,
             progress_deadline_seconds=serve.progress_deadline_seconds,
+            grpc=serve.grpc,
         ),
         opts=opts,
     )
@@ -322,38 +323,53 @@ def _retrain_trigger(
     )
 
 
-def main() -> None:
-    settings = load_settings()
-    namespace, in_ns = _namespace(settings)
-    registry = _registry(settings, namespace, in_ns)
+def _release_to_serve(
+    settings: StackSettings,
+    namespace: pulumi.Output[str],
+    registry: ModelRegistry,
+    in_ns: pulumi.ResourceOptions,
+) -> tuple[TrainingJob | None, str, ServedRelease, pulumi.ResourceOptions]:
+    """The release the stack serves: trained here (dev; serving waits for the Job) or pinned (prod).
 
-    training: TrainingJob | None = None
-    if settings.training is not None:
-        training = _training(settings, namespace, registry, in_ns)
-        model_name = settings.training.model_name
-        release = ServedRelease(
-            release_id=training.release_id,
-            model_uri=training.model_uri,
-            model_sha256=training.model_sha256,
-            model_version=training.model_version,
-            gates=training.gates,
-        )
-        serving_opts = pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[training]))
-    else:
+    Returns the Job (None when pinned), the model name, the release and the serving options."""
+    if settings.training is None:
         assert settings.release is not None  # validated by StackSettings
-        model_name = settings.release.model_name
-        release = pinned_release(settings.release, registry.artifact_root)
-        serving_opts = in_ns
-    _network(settings, namespace, model_name, in_ns)
-    serving = _serving(settings, namespace, registry, model_name, release, serving_opts)
-    champion = _champion(settings, model_name, release, serving)
-    monitoring = _monitoring(settings, namespace, registry, serving, in_ns)
+        return (
+            None,
+            settings.release.model_name,
+            pinned_release(settings.release, registry.artifact_root),
+            in_ns,
+        )
+    training = _training(settings, namespace, registry, in_ns)
+    release = ServedRelease(
+        release_id=training.release_id,
+        model_uri=training.model_uri,
+        model_sha256=training.model_sha256,
+        model_version=training.model_version,
+        gates=training.gates,
+    )
+    serving_opts = pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[training]))
+    return training, settings.training.model_name, release, serving_opts
 
+
+def _export(
+    settings: StackSettings,
+    namespace: pulumi.Output[str],
+    registry: ModelRegistry,
+    training: TrainingJob | None,
+    release: ServedRelease,
+    serving: ModelServing,
+    champion: ModelAlias | None,
+    monitoring: MonitoringStack | None,
+) -> None:
+    """The stack outputs that `mlops status`, the tests and users read."""
     pulumi.export("namespace", namespace)
     pulumi.export("release_id", serving.release_id)
     pulumi.export("model_version", release.model_version)
     pulumi.export("model_uri", serving.model_uri)
     pulumi.export("serving_endpoint", serving.endpoint)
+    if serving.grpc_target is not None:
+        pulumi.export("serving_grpc_target", serving.grpc_target)
     pulumi.export("tracking_uri", registry.tracking_uri)
     pulumi.export("artifact_root", registry.artifact_root)
     pulumi.export("registry_server", registry.registry_server)
@@ -372,6 +388,18 @@ def main() -> None:
             **({"training": training.image} if training is not None else {}),
         },
     )
+
+
+def main() -> None:
+    settings = load_settings()
+    namespace, in_ns = _namespace(settings)
+    registry = _registry(settings, namespace, in_ns)
+    training, model_name, release, serving_opts = _release_to_serve(settings, namespace, registry, in_ns)
+    _network(settings, namespace, model_name, in_ns)
+    serving = _serving(settings, namespace, registry, model_name, release, serving_opts)
+    champion = _champion(settings, model_name, release, serving)
+    monitoring = _monitoring(settings, namespace, registry, serving, in_ns)
+    _export(settings, namespace, registry, training, release, serving, champion, monitoring)
 
 
 main()

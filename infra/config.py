@@ -319,6 +319,8 @@ class ServingSettings(_Frozen):
     progress_deadline_seconds: int = Field(default=300, ge=60, le=3600)
     """A rollout without progress for this long is failed, and so is `pulumi up`; longer than a
     server may take to become available (its probes' budget plus min_ready_seconds)."""
+    grpc: bool = True
+    """Serve the Open Inference Protocol over gRPC too (port 8081 on the pods and the Service)."""
 
     @field_validator("client_cidrs")
     @classmethod

@@ -27,10 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
+from open_inference.grpc import protocol as pb
+from open_inference.grpc.service import GRPCInferenceServiceStub
 from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner
 
@@ -72,9 +76,11 @@ class Stacks:
     def outputs(self, stack: str) -> dict[str, Any]:
         return dict(json.loads(self.engine.pulumi("stack", "output", "--json", stack=stack).check().stdout))
 
-    def service_url(self, namespace: str) -> str:
-        ip = self.cluster.get_json("-n", namespace, "service", MODEL)["spec"]["clusterIP"]
-        return f"http://{ip}:80"
+    def service_url(self, namespace: str, port: str = "http") -> str:
+        """The Service's `port` by its cluster IP (`http://ip:80`; gRPC: `ip:8081`, a channel target)."""
+        spec = self.cluster.get_json("-n", namespace, "service", MODEL)["spec"]
+        number = next(p["port"] for p in spec["ports"] if p["name"] == port)
+        return f"http://{spec['clusterIP']}:{number}" if port == "http" else f"{spec['clusterIP']}:{number}"
 
     def put_dataset(self, key: str, rows: int) -> str:
         frame = load_breast_cancer(as_frame=True).frame.iloc[:rows]
@@ -113,6 +119,21 @@ def _served_release(url: str, expected: str, within_s: float = 30) -> str:
         if release == expected or time.monotonic() > deadline:
             return release
         time.sleep(0.5)
+
+
+def _predict_grpc(target: str, rows: list[list[float]]) -> tuple[list[int], str]:
+    """The Open Inference Protocol's ModelInfer over gRPC: (labels, release id from ModelMetadata)."""
+    with grpc.insecure_channel(target) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name="input-0", datatype="FP64", shape=[len(rows), len(rows[0])])
+        request.raw_input_contents.append(np.asarray(rows, dtype="<f8").tobytes())
+        request.outputs.add(name="predict")
+        response = stub.ModelInfer(request, timeout=10)
+        metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL), timeout=10)
+    return np.frombuffer(response.raw_output_contents[0], dtype="<i8").tolist(), metadata.properties[
+        "release_id"
+    ]
 
 
 def _in_process(s3: S3Service, model_uri: str, rows: list[list[float]], tmp: Path) -> list[Any]:
@@ -280,6 +301,9 @@ def test_up_trains_in_a_job_registers_rolls_out_and_serves(stacks: Stacks, tmp_p
     served, headers = _predict(stacks.service_url("mlops-dev"), rows)
     assert headers["x-mlops-release-id"] == rid
     assert served == _in_process(stacks.s3, out["model_uri"], rows, tmp_path)
+    # The same through the Service's gRPC port (the Open Inference Protocol), named in the outputs.
+    assert out["serving_grpc_target"] == f"{MODEL}.mlops-dev.svc.cluster.local:8081"
+    assert _predict_grpc(stacks.service_url("mlops-dev", "grpc"), rows) == (served, rid)
 
 
 def _reaches(cluster: Cluster, name: str, labels: dict[str, str], host: str, port: int) -> bool:
@@ -306,7 +330,9 @@ def test_the_stack_namespace_admits_only_the_flows_it_declares(stacks: Stacks) -
     server = f"{MODEL}.mlops-dev.svc.cluster.local"
     assert not _reaches(cluster, "np-stranger-mlflow", {}, "mlflow.mlops-dev.svc.cluster.local", 5000)
     assert not _reaches(cluster, "np-stranger-server", {}, server, 80)
+    assert not _reaches(cluster, "np-stranger-grpc", {}, server, 8081)
     assert _reaches(cluster, "np-client-server", {"mlops.dev/client-of": MODEL}, server, 80)
+    assert _reaches(cluster, "np-client-grpc", {"mlops.dev/client-of": MODEL}, server, 8081)
 
 
 def _monitoring_api(cluster: Cluster, service: str, path: str) -> Any:

@@ -102,6 +102,7 @@ def test_the_flows_the_stacks_need_pass(render: RenderResult) -> None:
             assert cluster.allowed(Node(), pod, 8080)
         assert cluster.allowed(prometheus, serving, 8080)
         assert cluster.allowed(_named(cluster, "client"), serving, 8080)
+        assert cluster.allowed(_named(cluster, "client"), serving, 8081)  # gRPC
         assert cluster.allowed(cluster.pod("monitoring", **_monitoring("grafana")), prometheus, 9090)
         assert cluster.allowed(prometheus, cluster.pod("monitoring", **_monitoring("alertmanager")), 9093)
         if render.stack == "dev":
@@ -135,6 +136,7 @@ def test_other_flows_are_denied(render: RenderResult) -> None:
         stray, stranger = _named(cluster, "stray"), _named(cluster, "stranger")
         grafana = cluster.pod("monitoring", **_monitoring("grafana"))
         alertmanager = cluster.pod("monitoring", **_monitoring("alertmanager"))
+        prometheus = cluster.pod("monitoring", **_monitoring("prometheus"))
         denied: list[tuple[Any, Any, int]] = [
             # The servers never call MLflow; only the clients and the scraper call the servers.
             (serving, mlflow, 5000),
@@ -143,13 +145,15 @@ def test_other_flows_are_denied(render: RenderResult) -> None:
             (stranger, serving, 8080),
             (grafana, serving, 8080),
             (alertmanager, serving, 8080),
+            (stranger, serving, 8081),
+            (prometheus, serving, 8081),  # the scraper reads /metrics over HTTP only
             (stranger, mlflow, 5000),
             (stray, mlflow, 5000),
             (OUTSIDE, serving, 8080),  # a ClusterIP Service admits no outside address
             (OUTSIDE, mlflow, 5000),  # nor MLflow's NodePort without mlops:network.node_cidrs
             (serving, OUTSIDE, 80),
             (serving, Address("8.8.8.8"), 53),  # DNS goes to the cluster DNS only
-            (stranger, cluster.pod("monitoring", **_monitoring("prometheus")), 9090),
+            (stranger, prometheus, 9090),
         ]
         if render.stack == "dev":
             training = cluster.pod(namespace, **TRAINING)

@@ -112,12 +112,13 @@ def test_serving_tree_rollout_and_outputs(pulumi_mocks, unique) -> None:
     policy = pulumi_mocks.one(
         "kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{name}-network-policy"
     ).inputs
-    rule = policy["spec"]["ingress"][0]
-    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    assert rule["from"] == [
-        {"podSelector": {"matchLabels": {"mlops.dev/client-of": "m"}}},
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    clients, scraper = policy["spec"]["ingress"]
+    assert clients["from"] == [{"podSelector": {"matchLabels": {"mlops.dev/client-of": "m"}}}]
+    assert clients["ports"] == [{"port": 8080, "protocol": "TCP"}, {"port": 8081, "protocol": "TCP"}]
+    assert scraper["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+    assert scraper["ports"] == [{"port": 8080, "protocol": "TCP"}]
 
     out = pulumi_mocks.value(
         pulumi.Output.all(serving.endpoint, serving.release_id, serving.model_uri, serving.deployment_name)
@@ -227,7 +228,39 @@ def test_an_exposed_service_admits_exactly_its_client_cidrs(
     assert cluster.allowed(Address("203.0.113.9"), server, 8080)
     assert cluster.allowed(Address("192.0.2.7"), server, 8080)
     assert not cluster.allowed(Address("192.0.2.8"), server, 8080)
+    assert cluster.allowed(Address("203.0.113.9"), server, 8081)  # gRPC
+    assert not cluster.allowed(Address("192.0.2.8"), server, 8081)
     assert not cluster.allowed(Address("203.0.113.9"), server, 9090)
+
+
+@pytest.mark.parametrize("grpc", [True, False])
+def test_grpc_is_served_on_its_own_named_port_or_not_at_all(pulumi_mocks, unique, grpc: bool) -> None:
+    name = unique("serve")
+    serving = pulumi_mocks.build(lambda: ModelServing(name, _args(grpc=grpc)))
+    deployment = pulumi_mocks.one(DEPLOYMENT, f"{name}-deployment").inputs
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = pulumi_mocks.one("kubernetes:core/v1:Service", f"{name}-service").inputs["spec"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["ports"]}
+    if grpc:
+        # The server's --grpc-port follows the container's named port, the Service forwards to it.
+        assert env["MLOPS_GRPC_PORT"] == "8081"
+        assert container_ports == {"http": 8080, "grpc": 8081}
+        assert service_ports == {"http": (80, "http"), "grpc": (8081, "grpc")}
+        assert [p.get("appProtocol") for p in service["ports"]] == [None, "kubernetes.io/h2c"]
+        assert pulumi_mocks.value(serving.grpc_target) == "m.ns.svc.cluster.local:8081"
+    else:
+        # Off means no listening port at all, not just an undeclared one.
+        assert env["MLOPS_GRPC_PORT"] == "0"
+        assert container_ports == {"http": 8080}
+        assert service_ports == {"http": (80, "http")}
+        assert serving.grpc_target is None
+    policy = pulumi_mocks.one(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{name}-network-policy"
+    ).inputs
+    client_ports = [p["port"] for p in policy["spec"]["ingress"][0]["ports"]]
+    assert client_ports == ([8080, 8081] if grpc else [8080])
 
 
 @pytest.mark.parametrize(
