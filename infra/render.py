@@ -15,6 +15,7 @@ are marked with "render" in them where they are not fully determined by the inpu
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -274,6 +275,7 @@ def mocked_runtime(
     `run(fn)` calls fn inside that context and waits for every registration it started, so
     checks can read `mocks.resources`. The caller's runtime state is untouched afterwards.
     """
+    _ensure_event_loop()
     context = contextvars.copy_context()
     mocks = RecordingMocks()
 
@@ -302,6 +304,18 @@ def mocked_runtime(
         return box[0] if box else None
 
     yield mocks, run
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's resources create futures on the thread's current event loop. A process that ran
+    `asyncio.run` before (a test, the Automation API) is left with none, and Python 3.11 then
+    raises instead of making one."""
+    try:
+        if not asyncio.get_event_loop_policy().get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def resolve(run: Callable[[Callable[[], Any]], Any], value: Any) -> Any:

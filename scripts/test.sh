@@ -15,5 +15,7 @@ cd "$ROOT"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy" components infra model policy benchmarks tests
-# pytest's exit status is the script's (5, no test ran, is a failure here too).
-exec "$VENV/bin/python" -m pytest "$@"
+# pytest's exit status is the script's (5, no test ran, is a failure here too). Two workers
+# (MLOPS_TEST_WORKERS; 0 runs in this process), each taking whole modules (tests/conftest.py):
+# much of the suite waits on services, pods and the engine, so the second core has work.
+exec "$VENV/bin/python" -m pytest -n "${MLOPS_TEST_WORKERS:-2}" "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import kubernetes_validate
@@ -12,6 +13,20 @@ from typer.testing import CliRunner
 from infra.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def test_render_after_asyncio_run_in_the_same_process(tmp_path: Path) -> None:
+    """`asyncio.run` (a test, the Automation API) leaves the thread without an event loop, which
+    Pulumi's runtime needs; the render makes its own."""
+
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(nothing())
+    result = CliRunner().invoke(
+        app, ["render", "--stack", "prod", "--workdir", str(REPO), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -246,7 +246,7 @@ def test_network_policies_admit_only_the_paths_monitoring_uses(
     assert grafana_out[0]["ports"] == [{"port": 9090, "protocol": "TCP"}]
     # ... and the model servers admit the monitoring namespace (one source: mlops:monitoring.namespace).
     serving = render.find("kubernetes:networking.k8s.io/v1:NetworkPolicy", "serving-network-policy").inputs
-    sources = serving["spec"]["ingress"][0]["from"]
+    sources = [source for rule in serving["spec"]["ingress"] for source in rule["from"]]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in sources
 
 
@@ -262,9 +262,9 @@ def test_the_monitoring_namespace_setting_moves_everything(tmp_path: Path) -> No
         ):
             assert meta["namespace"] == "observability", resource.name
     serving = render.find("kubernetes:networking.k8s.io/v1:NetworkPolicy", "serving-network-policy").inputs
-    assert {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}
-    } in serving["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}} in [
+        source for rule in serving["spec"]["ingress"] for source in rule["from"]
+    ]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
