@@ -129,6 +129,12 @@ def test_release_uri_forms(
     assert fetch_release(str(release.folder / "model"), workdir)[0] == release.folder
     assert fetch_release(f"file://{release.folder}", workdir)[0] == release.folder
     monkeypatch.setenv("MLFLOW_TRACKING_URI", str(registry.tracking_uri))
+    # Training elsewhere in this process (another module on this pytest worker) leaves MLflow's
+    # process-wide URIs set, and those win over the environment: the server process has none.
+    import mlflow
+
+    mlflow.set_tracking_uri(str(registry.tracking_uri))
+    mlflow.set_registry_uri(str(registry.tracking_uri))
     for uri in (f"models:/{release.model_name}/1", f"models:/{release.model_name}@champion"):
         loaded = load_release(uri, None, None)
         assert (loaded.release_id, loaded.model_version) == (release.release_id, "1")
