@@ -36,6 +36,7 @@ __all__ = [
     "protected",
     "resources",
     "secret_env",
+    "service_address",
     "service_url",
     "volume_claim",
 ]
@@ -64,16 +65,21 @@ def object_name(resource: Any) -> pulumi.Output[str]:
     return resource.metadata.apply(lambda m: str(m.name))
 
 
-def service_url(service: Any) -> pulumi.Output[str]:
-    """http://<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
+def service_address(service: Any, port: pulumi.Input[str]) -> pulumi.Output[str]:
+    """<name>.<namespace>.svc.cluster.local:<port>, from the Service itself."""
     return pulumi.Output.concat(
-        "http://",
         object_name(service),
         ".",
         service.metadata.apply(lambda m: str(m.namespace)),
         ".svc.cluster.local:",
-        service.spec.apply(lambda s: str((s.ports or [])[0].port)),
+        port,
     )
+
+
+def service_url(service: Any) -> pulumi.Output[str]:
+    """http:// and the address of the Service's first port."""
+    first_port = service.spec.apply(lambda s: str((s.ports or [])[0].port))
+    return pulumi.Output.concat("http://", service_address(service, first_port))
 
 
 def pod_security_context(uid: int = 10001) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from components.common import (
     object_name,
     pod_security_context,
     resources,
+    service_address,
     service_url,
 )
 from components.rollout import Rollout, probe_budget_seconds
@@ -295,16 +296,7 @@ class ModelServing(pulumi.ComponentResource):
 
         self.service_name = object_name(service)
         self.endpoint = service_url(service)
-        self.grpc_target = (
-            pulumi.Output.concat(
-                self.service_name,
-                ".",
-                service.metadata.apply(lambda m: str(m.namespace)),
-                f".svc.cluster.local:{GRPC_PORT}",
-            )
-            if args.grpc
-            else None
-        )
+        self.grpc_target = service_address(service, str(GRPC_PORT)) if args.grpc else None
         self.deployment_name = object_name(stable)
         self.release_id = stable.metadata.apply(lambda m: (m.labels or {})["mlops.dev/release"])
         self.model_uri = stable.metadata.apply(lambda m: (m.annotations or {})["mlops.dev/model-uri"])
