@@ -12,19 +12,19 @@ fails the check is reported, not timed). Then, all with the Open Inference Proto
 
 - single-row JSON requests at concurrency 1, 8 and 32 (wrk): requests/s, p50, p99;
 - batches of 1,000 and 10,000 rows at concurrency 4: JSON (wrk), binary tensors over HTTP
-  (wrk, where the server takes them) and gRPC with raw tensors (an asyncio client);
+  (wrk, where the server takes them) and gRPC with raw tensors (ghz, `benchmarks/ghz.py`);
 - seconds from process start to the first correct answer (median of --start-runs), and the
   resident memory of the idle process tree right after it;
 - the in-process floor: scikit-learn `predict` and our compiled runtime on the same batches.
 
 Ratios are against the best peer per column. Not a test: it asserts nothing, only reports.
-Needs `wrk` on PATH (Debian: wrk); the peers' first install takes a few minutes.
+Needs `wrk` on PATH (Debian: wrk) and Go (ghz is built once); the peers' first install takes a
+few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.ghz import ensure_ghz, run_ghz, write_protoset
 from benchmarks.peers import (
     PEER_SETTINGS,
     PeerLaunch,
@@ -153,34 +154,6 @@ def labels_from_grpc(raw: bytes) -> list[Any]:
 # -- load generators -----------------------------------------------------------------------
 
 
-async def _grpc_load(target: str, request: bytes, connections: int, seconds: float) -> tuple[float, int]:
-    from grpc import aio
-
-    count = errors = 0
-    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    async with aio.insecure_channel(target, options=options) as channel:
-        call = channel.unary_unary(_GRPC_INFER)
-        deadline = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal count, errors
-            while time.perf_counter() < deadline:
-                try:
-                    await call(request, timeout=30)
-                    count += 1
-                except aio.AioRpcError:
-                    errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        return count / (time.perf_counter() - started), errors
-
-
-def run_grpc(target: str, request: bytes, connections: int, seconds: float) -> tuple[float, int]:
-    """Requests per second and errors, `connections` calls in flight over one channel."""
-    return asyncio.run(_grpc_load(target, request, connections, seconds))
-
-
 def grpc_once(target: str, request: bytes) -> bytes:
     import grpc
 
@@ -288,7 +261,12 @@ def measure(
         for key, plan in plans.items():
             size = int(key.split("-")[1])
             if isinstance(plan, bytes):
-                results = [run_grpc(target, plan, BATCH_CONCURRENCY, args.duration) for _ in range(args.runs)]
+                request = bodies / f"{key}.pb"
+                request.write_bytes(plan)
+                results = [
+                    run_ghz(args.ghz, args.protoset, target, request, BATCH_CONCURRENCY, args.duration)
+                    for _ in range(args.runs)
+                ]
                 rps = statistics.median(r[0] for r in results)
                 figures.errors += sum(r[1] for r in results)
             else:
@@ -437,6 +415,8 @@ def main() -> None:
     peers = [p for p in args.peers.split(",") if p]
     pythons = {kind: ensure_peer_env(kind) for kind in {p.split("-")[0] for p in peers}}
     scratch = args.workdir or Path(tempfile.mkdtemp(prefix="serve-peers-"))
+    args.ghz = ensure_ghz()
+    args.protoset = write_protoset(scratch / "open_inference.protoset")
     print(f"training the benchmark models under {scratch}", flush=True)
     releases = train_models(scratch / "models")
     from importlib.metadata import version
