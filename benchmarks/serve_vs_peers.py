@@ -264,7 +264,15 @@ def measure(
                 request = bodies / f"{key}.pb"
                 request.write_bytes(plan)
                 results = [
-                    run_ghz(args.ghz, args.protoset, target, request, BATCH_CONCURRENCY, args.duration)
+                    run_ghz(
+                        args.ghz,
+                        args.protoset,
+                        _GRPC_INFER,
+                        target,
+                        request,
+                        BATCH_CONCURRENCY,
+                        args.duration,
+                    )
                     for _ in range(args.runs)
                 ]
                 rps = statistics.median(r[0] for r in results)
