@@ -292,7 +292,7 @@ class ServerApp:
         """`work`, cancelled once the request has taken --max-request-seconds: 504, or 408 for an
         HTTP request (`scope`) whose body had not arrived yet. Its rows still queued for the model
         are dropped with it; a model call already running finishes (it holds at most
-        --batch-combined-rows rows)."""
+        --batch-combined-rows rows, or 2 ms' worth)."""
         task = asyncio.current_task()
         assert task is not None
         self._deadlines[task] = time.monotonic() + self.settings.max_request_seconds

@@ -6,11 +6,13 @@ decoded (so they are about to arrive), never for a lone request, and never longe
 linear model, by the time per row measured on earlier calls) run on the event loop; longer
 ones run on one worker thread so that decoding continues meanwhile.
 
-A request larger than `max_rows` is predicted in slices of `max_rows`, each slice's remainder
-queued behind the requests that arrived during its call: a huge request delays the others by
-one slice, not by all of its rows, and a request whose caller gave up (its time limit) loses
-its queued slices instead of holding the worker to the end. A request whose answer holds a
-number that is not finite gets an error instead (checked once per model call).
+A model call takes at most `max_rows` rows, or more when the model's measured time per row says
+they still take under CALL_SECONDS (a linear model's 10,000 rows take half a millisecond; cutting
+them into 512-row calls cost more than the model). A request larger than a call is predicted in
+slices, each slice's remainder queued behind the requests that arrived during its call: a huge
+request delays the others by one call, not by all of its rows, and a request whose caller gave
+up (its time limit) loses its queued slices instead of holding the worker to the end. A request
+whose answer holds a number that is not finite gets an error instead (checked once per model call).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ __all__ = ["MicroBatcher", "check_finite"]
 INLINE_ROWS = 32
 INLINE_SECONDS = 1e-4
 """A model call expected to take less than this runs on the event loop (a thread hop costs as much)."""
+CALL_SECONDS = 2e-3
+"""A model call may exceed `max_rows` while it is expected to take less than this: the longest
+that a large request holds up the requests that arrive behind it."""
 
 
 class _Job:
@@ -69,7 +74,8 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-predict")
         self._row_seconds: float | None = None
-        """Model seconds per row, a moving average over calls (fixed costs included: an overestimate)."""
+        """Model seconds per row, a moving average over calls of more than INLINE_ROWS rows (fixed
+        costs included: an overestimate)."""
 
     async def predict(self, X: np.ndarray) -> Prediction:
         loop = asyncio.get_running_loop()
@@ -94,7 +100,6 @@ class MicroBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         signal = self._signal
         assert signal is not None
         while True:
@@ -102,45 +107,65 @@ class MicroBatcher:
             signal.clear()
             if not self._queue:
                 continue
-            if self._max_wait > 0 and self._rows < self._max_rows and self._arriving() > 0:
-                deadline = loop.time() + self._max_wait
-                while self._rows < self._max_rows and self._arriving() > 0:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(signal.wait(), remaining)
-                    except TimeoutError:
-                        break
-                    signal.clear()
-            batch = self._take()
+            call_rows = self._call_rows()
+            await self._gather(signal, call_rows)
+            batch = self._take(call_rows)
             if self._queue:
                 signal.set()
-            if not batch:
-                continue
-            rows = sum(stop - start for _, start, stop in batch)
-            job, start, stop = batch[0]
-            X = job.X[start:stop] if len(batch) == 1 else np.concatenate([j.X[a:b] for j, a, b in batch])
-            self._observe(rows, len(batch))
-            per_row = self._row_seconds
-            inline = rows <= INLINE_ROWS or (per_row is not None and rows * per_row < INLINE_SECONDS)
-            try:
-                if inline:
-                    result, seconds = self._timed(X)
-                else:
-                    result, seconds = await loop.run_in_executor(self._executor, self._timed, X)
-            except Exception as exc:
-                for job, _, _ in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                    self._rows -= len(job.X) - job.done
-                continue
-            self._row_seconds = seconds / rows if per_row is None else 0.8 * per_row + 0.2 * seconds / rows
-            self._deliver(batch, result)
+            if batch:
+                await self._call(batch)
 
-    def _take(self) -> list[tuple[_Job, int, int]]:
+    async def _gather(self, signal: asyncio.Event, call_rows: int) -> None:
+        """Wait, at most `max_wait`, while requests still being decoded may fill the call."""
+        if self._max_wait <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait
+        while self._rows < call_rows and self._arriving() > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(signal.wait(), remaining)
+            except TimeoutError:
+                return
+            signal.clear()
+
+    async def _call(self, batch: list[tuple[_Job, int, int]]) -> None:
+        """One model call for `batch`: inline when quicker than a thread hop, else on the worker."""
+        rows = sum(stop - start for _, start, stop in batch)
+        job, start, stop = batch[0]
+        X = job.X[start:stop] if len(batch) == 1 else np.concatenate([j.X[a:b] for j, a, b in batch])
+        self._observe(rows, len(batch))
+        per_row = self._row_seconds
+        inline = rows <= INLINE_ROWS or (per_row is not None and rows * per_row < INLINE_SECONDS)
+        try:
+            if inline:
+                result, seconds = self._timed(X)
+            else:
+                loop = asyncio.get_running_loop()
+                result, seconds = await loop.run_in_executor(self._executor, self._timed, X)
+        except Exception as exc:
+            for job, _, _ in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+                self._rows -= len(job.X) - job.done
+            return
+        if rows > INLINE_ROWS:  # a few rows' time is mostly the call's fixed cost
+            rate = seconds / rows
+            self._row_seconds = rate if per_row is None else 0.8 * per_row + 0.2 * rate
+        self._deliver(batch, result)
+
+    def _call_rows(self) -> int:
+        """Most rows of the next model call: `max_rows`, or as many as take CALL_SECONDS."""
+        per_row = self._row_seconds
+        if not per_row:
+            return self._max_rows
+        return max(self._max_rows, int(CALL_SECONDS / per_row))
+
+    def _take(self, call_rows: int) -> list[tuple[_Job, int, int]]:
         """The next model call's (job, first row, end row) slices: whole requests while they fit in
-        `max_rows`, or one slice of a larger request. Requests that gave up are dropped here."""
+        `call_rows`, or one slice of a larger request. Requests that gave up are dropped here."""
         batch: list[tuple[_Job, int, int]] = []
         rows = 0
         queue = self._queue
@@ -151,10 +176,10 @@ class MicroBatcher:
                 queue.popleft()
                 self._rows -= left
                 continue
-            if batch and rows + left > self._max_rows:
+            if batch and rows + left > call_rows:
                 break
             queue.popleft()
-            take = min(left, self._max_rows)
+            take = min(left, call_rows)
             batch.append((job, job.done, job.done + take))
             job.done += take
             rows += take

@@ -1,4 +1,5 @@
-"""Where the batcher runs a model call: on the event loop when it is quicker than a thread hop."""
+"""How the batcher calls the model: on the event loop when it is quicker than a thread hop, in
+slices when a request is larger than a call, and every request gets its own rows' answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from model.runtime import LinearRuntime, Prediction
-from model.server.batching import INLINE_ROWS, MicroBatcher
+from model.server.batching import CALL_SECONDS, INLINE_ROWS, MicroBatcher
 from model.server.errors import RequestError
 
 
@@ -51,6 +52,45 @@ def test_quick_large_calls_run_inline_slow_ones_on_the_worker() -> None:
     assert all(name.startswith("mlops-predict") for name in slow)
     # A few rows always run inline.
     assert _threads_used(0.003, INLINE_ROWS, 2) == [threading.main_thread().name] * 2
+
+
+def _call_sizes(seconds_per_row: float, rows: int, requests: int, max_rows: int) -> list[int]:
+    """Rows of each model call for `requests` sequential requests of `rows` rows, on a model that
+    takes `seconds_per_row` per row by the batcher's clock."""
+    sizes: list[int] = []
+    now = [0.0]
+
+    def predict(X: np.ndarray) -> Prediction:
+        sizes.append(len(X))
+        now[0] += seconds_per_row * len(X)
+        return Prediction(X[:, 0].copy(), None)
+
+    async def run() -> None:
+        batcher = MicroBatcher(predict, max_rows, 0.0, lambda: 0, lambda _r, _n: None, clock=lambda: now[0])
+        try:
+            for _ in range(requests):
+                X = np.arange(rows, dtype=np.float64).reshape(-1, 1)
+                assert (await batcher.predict(X)).values.tolist() == X[:, 0].tolist()
+        finally:
+            batcher.close()
+
+    asyncio.run(run())
+    return sizes
+
+
+def test_a_call_takes_more_rows_when_the_model_is_quick() -> None:
+    # Before any measurement, and for a model slower than CALL_SECONDS per max_rows: slices of
+    # max_rows (a 10,000-row request holds the others up by one slice).
+    slow = CALL_SECONDS / 100
+    assert _call_sizes(slow, 10_000, 2, 512) == [512] * 19 + [272] + [512] * 19 + [272]
+    # A linear model's rows take tens of nanoseconds: once measured, a 10,000-row request is one call.
+    quick = CALL_SECONDS / 50_000
+    assert _call_sizes(quick, 10_000, 3, 512) == [512, 9488, 10_000, 10_000]
+    # In between: as many rows as fit in CALL_SECONDS.
+    middle = CALL_SECONDS / 2_000
+    sizes = _call_sizes(middle, 10_000, 3, 512)
+    last = sizes[np.searchsorted(np.cumsum(sizes), 20_000, side="right") :]  # the third request's calls
+    assert sum(last) == 10_000 and all(1_990 <= rows <= 2_000 for rows in last[:-1]), last
 
 
 def _slicing_run(cancel_big: bool) -> tuple[list[tuple[str, int]], Prediction | None, Prediction]:
