@@ -1,0 +1,190 @@
+"""Benchmark: this working tree's model server against another revision's, alternating, same run.
+
+    .venv/bin/python -m benchmarks.serve_ab --base REV [--model logistic_regression] [--pairs 3]
+
+Why alternating pairs: this machine's speed moves by 2x within minutes, so figures from runs
+minutes apart cannot be compared. Both servers stay up (an idle one costs nothing) and each load
+runs on both back to back, in alternating order; the ratio of each pair is printed, and their
+median. The base revision is checked out into a temporary git worktree, and each side trains
+its own release with its own code (`benchmarks/serve_models.py`: the release format changes
+between revisions); both use the same data and the same request bodies.
+
+Loads (wrk, V2 inference protocol): single-row JSON at concurrency 1, 8 and 32; 1,000- and
+10,000-row batches at concurrency 4 as JSON and as binary tensors. Not a test: it asserts
+nothing, only reports. Needs `wrk` on PATH and git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.serve_vs_mlflow import WrkResult, _first_answer, _free_port, _stop, run_wrk
+from benchmarks.serve_vs_peers import REPO, _rows, v2_binary, v2_json
+
+LOADS = (
+    ("json", 1, 1),
+    ("json", 1, 8),
+    ("json", 1, 32),
+    ("json", 1000, 4),
+    ("binary", 1000, 4),
+    ("json", 10_000, 4),
+    ("binary", 10_000, 4),
+)
+"""(body kind, rows per request, concurrency)."""
+_RELEASE_NAMES = {"logistic_regression": "bench-lr", "random_forest": "bench-rf"}
+
+
+@dataclass
+class Side:
+    name: str
+    tree: Path
+    release: Path = Path()
+    url: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    results: dict[str, list[WrkResult]] = field(default_factory=dict)
+
+
+def train(side: Side, workdir: Path, model: str) -> None:
+    """The side's release of `model`, trained by the side's own code."""
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve_models", str(workdir)],
+        cwd=side.tree,
+        check=True,
+        capture_output=True,
+    )
+    (side.release,) = (
+        p.parent for p in (workdir / "artifacts" / _RELEASE_NAMES[model]).glob("*/release.json")
+    )
+
+
+def start(side: Side, model_name: str, single: bytes, log: Path) -> None:
+    port = _free_port()
+    started = time.monotonic()
+    with log.open("ab") as out:
+        side.proc = subprocess.Popen(
+            [sys.executable, "-m", "model.server", "--model-uri", str(side.release)]  # noqa: RUF005
+            + ["--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"],
+            cwd=side.tree,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    side.url = f"http://127.0.0.1:{port}/v2/models/{model_name}/infer"
+    seconds = _first_answer(side.url, single, side.proc, started, 120)
+    print(f"{side.name}: answering after {seconds:.2f}s ({side.tree})", flush=True)
+
+
+def write_bodies(release: Path, scratch: Path) -> dict[tuple[str, int], tuple[Path, dict[str, str]]]:
+    """Per (body kind, rows), the body file and its headers."""
+    bodies: dict[tuple[str, int], tuple[Path, dict[str, str]]] = {}
+    for size in sorted({size for _, size, _ in LOADS}):
+        rows, _ = _rows(release, size)
+        path = scratch / f"json-{size}.json"
+        path.write_bytes(v2_json(rows))
+        bodies["json", size] = (path, {"Content-Type": "application/json"})
+        body, head = v2_binary(rows)
+        path = scratch / f"binary-{size}.bin"
+        path.write_bytes(body)
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(head)}
+        bodies["binary", size] = (path, headers)
+    return bodies
+
+
+def _label(load: tuple[str, int, int]) -> str:
+    kind, size, connections = load
+    return f"{kind}, {size} rows, c={connections}"
+
+
+def run_pairs(
+    sides: tuple[Side, Side],
+    bodies: dict[tuple[str, int], tuple[Path, dict[str, str]]],
+    pairs: int,
+    duration: int,
+) -> None:
+    for pair in range(pairs):
+        for load in LOADS:
+            kind, size, connections = load
+            path, headers = bodies[kind, size]
+            for side in sides if pair % 2 == 0 else sides[::-1]:
+                result = run_wrk(side.url, path, connections, duration, headers, 20)
+                side.results.setdefault(_label(load), []).append(result)
+        print(f"pair {pair + 1} of {pairs} done", flush=True)
+
+
+def report(sides: tuple[Side, Side]) -> dict[str, dict[str, Any]]:
+    ours, base = sides
+    table: dict[str, dict[str, Any]] = {}
+    print(
+        f"\n| load | rows/s, {ours.name} | rows/s, {base.name} | ratio (median of pairs) | pairs | p99 ms |"
+    )
+    print("|---|---|---|---|---|---|")
+    for load in LOADS:
+        label, size = _label(load), load[1]
+        a, b = ours.results[label], base.results[label]
+        ratios = [x.rps / y.rps for x, y in zip(a, b, strict=True) if y.rps]
+        row: dict[str, Any] = {
+            "ours_rows_per_s": statistics.median(r.rps for r in a) * size,
+            "base_rows_per_s": statistics.median(r.rps for r in b) * size,
+            "ratio": statistics.median(ratios) if ratios else float("nan"),
+            "pairs": [round(r, 2) for r in ratios],
+            "p99_ms": [statistics.median(r.p99_ms for r in a), statistics.median(r.p99_ms for r in b)],
+            "errors": sum(r.errors for r in a + b),
+        }
+        table[label] = row
+        print(
+            f"| {label} | {row['ours_rows_per_s']:.0f} | {row['base_rows_per_s']:.0f} | {row['ratio']:.2f}x "
+            f"| {row['pairs']} | {row['p99_ms'][0]:.2f} / {row['p99_ms'][1]:.2f} |"
+        )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", required=True, help="git revision to compare against (e.g. HEAD, main~3)")
+    parser.add_argument("--model", choices=sorted(_RELEASE_NAMES), default="logistic_regression")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per load (median)")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    base_rev = subprocess.run(
+        ["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="serve-ab-") as tmp:
+        scratch = Path(tmp)
+        base_tree = scratch / "base-tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), base_rev], cwd=REPO, check=True)
+        sides = (Side("working tree", REPO), Side(f"base {base_rev}", base_tree))
+        try:
+            for i, side in enumerate(sides):
+                print(f"{side.name}: training its release", flush=True)
+                train(side, scratch / f"models-{i}", args.model)
+            bodies = write_bodies(sides[0].release, scratch)
+            model_name = json.loads((sides[0].release / "release.json").read_text())["model_name"]
+            for i, side in enumerate(sides):
+                start(side, model_name, bodies["json", 1][0].read_bytes(), scratch / f"server-{i}.log")
+            run_pairs(sides, bodies, args.pairs, args.duration)
+        finally:
+            for side in sides:
+                if side.proc is not None:
+                    _stop(side.proc)
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=REPO, check=False)
+        table = report(sides)
+    if args.json_out:
+        args.json_out.write_text(
+            json.dumps({"base": base_rev, "model": args.model, "loads": table}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
