@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serve_vs_mlflow import WrkResult, _first_answer, _free_port, _stop, run_wrk
-from benchmarks.serve_vs_peers import REPO, _rows, v2_binary, v2_json
+from benchmarks.serve_models import MODEL_NAMES
+from benchmarks.serve_vs_mlflow import WrkResult, _first_answer, _free_port, _stop, launch_ours, run_wrk
+from benchmarks.serve_vs_peers import REPO, _rows, write_http_bodies
 
 LOADS = (
     ("json", 1, 1),
@@ -40,7 +41,6 @@ LOADS = (
     ("binary", 10_000, 4),
 )
 """(body kind, rows per request, concurrency)."""
-_RELEASE_NAMES = {"logistic_regression": "bench-lr", "random_forest": "bench-rf"}
 
 
 @dataclass
@@ -61,23 +61,13 @@ def train(side: Side, workdir: Path, model: str) -> None:
         check=True,
         capture_output=True,
     )
-    (side.release,) = (
-        p.parent for p in (workdir / "artifacts" / _RELEASE_NAMES[model]).glob("*/release.json")
-    )
+    (side.release,) = (p.parent for p in (workdir / "artifacts" / MODEL_NAMES[model]).glob("*/release.json"))
 
 
 def start(side: Side, model_name: str, single: bytes, log: Path) -> None:
     port = _free_port()
     started = time.monotonic()
-    with log.open("ab") as out:
-        side.proc = subprocess.Popen(
-            [sys.executable, "-m", "model.server", "--model-uri", str(side.release)]  # noqa: RUF005
-            + ["--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"],
-            cwd=side.tree,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    side.proc = launch_ours(side.release, "--grpc-port", "0", tree=side.tree)(port, log)
     side.url = f"http://127.0.0.1:{port}/v2/models/{model_name}/infer"
     seconds = _first_answer(side.url, single, side.proc, started, 120)
     print(f"{side.name}: answering after {seconds:.2f}s ({side.tree})", flush=True)
@@ -87,15 +77,8 @@ def write_bodies(release: Path, scratch: Path) -> dict[tuple[str, int], tuple[Pa
     """Per (body kind, rows), the body file and its headers."""
     bodies: dict[tuple[str, int], tuple[Path, dict[str, str]]] = {}
     for size in sorted({size for _, size, _ in LOADS}):
-        rows, _ = _rows(release, size)
-        path = scratch / f"json-{size}.json"
-        path.write_bytes(v2_json(rows))
-        bodies["json", size] = (path, {"Content-Type": "application/json"})
-        body, head = v2_binary(rows)
-        path = scratch / f"binary-{size}.bin"
-        path.write_bytes(body)
-        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(head)}
-        bodies["binary", size] = (path, headers)
+        for key, body in write_http_bodies(_rows(release, size)[0], scratch).items():
+            bodies[key.split("-")[0], size] = body
     return bodies
 
 
@@ -152,7 +135,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base", required=True, help="git revision to compare against (e.g. HEAD, main~3)")
-    parser.add_argument("--model", choices=sorted(_RELEASE_NAMES), default="logistic_regression")
+    parser.add_argument("--model", choices=sorted(MODEL_NAMES), default="logistic_regression")
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per load (median)")
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--json-out", type=Path, default=None)

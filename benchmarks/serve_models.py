@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BenchModels", "train_bench_models"]
+__all__ = ["MODEL_NAMES", "BenchModels", "train_bench_models"]
+
+MODEL_NAMES = {"logistic_regression": "bench-lr", "random_forest": "bench-rf"}
+"""Registered model name per BenchModels field (also the release folders' parent names)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def train_bench_models(workdir: Path) -> BenchModels:
     )
     specs = {
         "logistic_regression": TrainingSpec(
-            model_name="bench-lr",
+            model_name=MODEL_NAMES["logistic_regression"],
             dataset=str(csv),
             target="label",
             task="classification",
@@ -46,7 +49,7 @@ def train_bench_models(workdir: Path) -> BenchModels:
             params={"max_iter": 500},
         ),
         "random_forest": TrainingSpec(
-            model_name="bench-rf",
+            model_name=MODEL_NAMES["random_forest"],
             dataset="sklearn:breast_cancer",
             target="target",
             task="classification",

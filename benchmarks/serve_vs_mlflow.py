@@ -173,15 +173,16 @@ def _median(results: list[WrkResult]) -> WrkResult:
 Launcher = Callable[[int, Path], subprocess.Popen[bytes]]
 
 
-def launch_ours(release: Path, *flags: str) -> Launcher:
-    """Our server on `release`, with `flags` (e.g. "--grpc-port", "0") after the model and address."""
+def launch_ours(release: Path, *flags: str, tree: Path = REPO) -> Launcher:
+    """Our server on `release`, with `flags` (e.g. "--grpc-port", "0") after the model and address,
+    run from the code in `tree` (another revision's checkout, for an A/B)."""
 
     def start(port: int, log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "model.server", "--model-uri", str(release)]  # noqa: RUF005
                 + ["--host", "127.0.0.1", "--port", str(port), *flags],
-                cwd=REPO,
+                cwd=tree,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

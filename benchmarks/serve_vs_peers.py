@@ -111,6 +111,24 @@ def v2_binary(rows: np.ndarray) -> tuple[bytes, int]:
     return head + raw, len(head)
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def write_http_bodies(rows: np.ndarray, folder: Path) -> dict[str, tuple[Path, dict[str, str]]]:
+    """V2 JSON and binary-tensor bodies of `rows`, written to `folder`: by "json-<rows>" and
+    "binary-<rows>", the file and the headers to send it with."""
+    size = len(rows)
+    json_path, binary_path = folder / f"json-{size}.json", folder / f"binary-{size}.bin"
+    json_path.write_bytes(v2_json(rows))
+    body, head = v2_binary(rows)
+    binary_path.write_bytes(body)
+    binary_headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(head),
+    }
+    return {f"json-{size}": (json_path, JSON_HEADERS), f"binary-{size}": (binary_path, binary_headers)}
+
+
 def grpc_request(model_name: str, rows: np.ndarray) -> bytes:
     from open_inference.grpc import protocol as pb
 
@@ -202,29 +220,15 @@ def measure(
     print(f"  {name}: idle resident memory {figures.idle_mb:.0f} MB", flush=True)
     url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
     target = f"127.0.0.1:{grpc_port}"
-    json_headers = {"Content-Type": "application/json"}
     try:
         plans: dict[str, tuple[str, Path, dict[str, str]] | bytes] = {}
         for size in BATCHES:
-            rows = X[:size]
-            path = bodies / f"json-{size}.json"
-            path.write_bytes(v2_json(rows))
-            plans[f"json-{size}"] = (url, path, json_headers)
-            if server.launch.binary_http:
-                body, head = v2_binary(rows)
-                path = bodies / f"binary-{size}.bin"
-                path.write_bytes(body)
-                plans[f"binary-{size}"] = (
-                    url,
-                    path,
-                    {
-                        "Content-Type": "application/octet-stream",
-                        "Inference-Header-Content-Length": str(head),
-                    },
-                )
-            else:
-                figures.skipped[f"binary-{size}"] = "no binary data extension over HTTP"
-            plans[f"grpc-{size}"] = grpc_request(model, rows)
+            for key, (path, headers) in write_http_bodies(X[:size], bodies).items():
+                if key.startswith("binary") and not server.launch.binary_http:
+                    figures.skipped[key] = "no binary data extension over HTTP"
+                else:
+                    plans[key] = (url, path, headers)
+            plans[f"grpc-{size}"] = grpc_request(model, X[:size])
         # Correctness first: every timed protocol answers what scikit-learn answers.
         for key, plan in list(plans.items()):
             size = int(key.split("-")[1])
@@ -245,10 +249,10 @@ def measure(
         print(f"  {name}: checked {', '.join(plans)}; skipped {figures.skipped or 'none'}", flush=True)
         if "json-1000" not in plans:
             raise RuntimeError(f"{name} does not answer V2 JSON correctly: {figures.skipped}")
-        run_wrk(url, single, 8, 2, json_headers, 20)  # warm-up
+        run_wrk(url, single, 8, 2, JSON_HEADERS, 20)  # warm-up
         for connections in CONCURRENCY:
             loads = [
-                run_wrk(url, single, connections, args.duration, json_headers, 20) for _ in range(args.runs)
+                run_wrk(url, single, connections, args.duration, JSON_HEADERS, 20) for _ in range(args.runs)
             ]
             figures.single[connections] = _median(loads)
             r = figures.single[connections]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,30 +15,36 @@ from model.server.batching import CALL_SECONDS, INLINE_ROWS, MicroBatcher
 from model.server.errors import RequestError
 
 
-def _threads_used(seconds_per_call: float, rows: int, calls: int) -> list[str]:
-    """The thread each model call ran on, for a model whose calls take `seconds_per_call` by
-    the batcher's clock (a clock of the test's own: the machine's speed plays no part)."""
-    used: list[str] = []
+def _calls(
+    seconds: Callable[[int], float], rows: int, requests: int, max_rows: int = 10_000
+) -> list[tuple[str, int]]:
+    """(thread, rows) of each model call for `requests` sequential requests of `rows` rows, on a
+    model whose call of n rows takes `seconds(n)` by the batcher's clock (a clock of the test's
+    own: the machine's speed plays no part)."""
+    calls: list[tuple[str, int]] = []
     now = [0.0]
 
     def predict(X: np.ndarray) -> Prediction:
-        used.append(threading.current_thread().name)
-        now[0] += seconds_per_call
-        return Prediction(np.zeros(len(X)), None)
+        calls.append((threading.current_thread().name, len(X)))
+        now[0] += seconds(len(X))
+        return Prediction(X[:, 0].copy(), None)
 
     async def run() -> None:
-        batcher = MicroBatcher(
-            predict, 10_000, 0.0, lambda: 0, lambda _rows, _requests: None, clock=lambda: now[0]
-        )
+        batcher = MicroBatcher(predict, max_rows, 0.0, lambda: 0, lambda _r, _n: None, clock=lambda: now[0])
         try:
-            for _ in range(calls):
-                result = await batcher.predict(np.zeros((rows, 3)))
-                assert len(result.values) == rows
+            for _ in range(requests):
+                X = np.arange(rows, dtype=np.float64).reshape(-1, 1)
+                assert (await batcher.predict(X)).values.tolist() == X[:, 0].tolist()
         finally:
             batcher.close()
 
     asyncio.run(run())
-    return used
+    return calls
+
+
+def _threads_used(seconds_per_call: float, rows: int, calls: int) -> list[str]:
+    """The thread each model call ran on, for a model whose calls take `seconds_per_call`."""
+    return [thread for thread, _ in _calls(lambda _n: seconds_per_call, rows, calls)]
 
 
 def test_quick_large_calls_run_inline_slow_ones_on_the_worker() -> None:
@@ -55,27 +62,8 @@ def test_quick_large_calls_run_inline_slow_ones_on_the_worker() -> None:
 
 
 def _call_sizes(seconds_per_row: float, rows: int, requests: int, max_rows: int) -> list[int]:
-    """Rows of each model call for `requests` sequential requests of `rows` rows, on a model that
-    takes `seconds_per_row` per row by the batcher's clock."""
-    sizes: list[int] = []
-    now = [0.0]
-
-    def predict(X: np.ndarray) -> Prediction:
-        sizes.append(len(X))
-        now[0] += seconds_per_row * len(X)
-        return Prediction(X[:, 0].copy(), None)
-
-    async def run() -> None:
-        batcher = MicroBatcher(predict, max_rows, 0.0, lambda: 0, lambda _r, _n: None, clock=lambda: now[0])
-        try:
-            for _ in range(requests):
-                X = np.arange(rows, dtype=np.float64).reshape(-1, 1)
-                assert (await batcher.predict(X)).values.tolist() == X[:, 0].tolist()
-        finally:
-            batcher.close()
-
-    asyncio.run(run())
-    return sizes
+    """Rows of each model call, on a model that takes `seconds_per_row` per row."""
+    return [n for _, n in _calls(lambda n: seconds_per_row * n, rows, requests, max_rows)]
 
 
 def test_a_call_takes_more_rows_when_the_model_is_quick() -> None:
