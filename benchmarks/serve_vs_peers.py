@@ -5,9 +5,9 @@
 Trains the reference releases (logistic regression on 20 features; 100-tree random forest on
 breast cancer; for start-up also a 300-tree forest and a gradient boosting model), installs
 each peer into its own environment (`benchmarks/peers.py`), and for each model starts each
-server in turn on loopback: ours, MLServer and KServe each as a user first starts them and
-with their best settings for 2 cores. Before timing, every server must answer exactly what
-scikit-learn answers on a 1,000-row batch over each protocol it is timed on (a protocol that
+server on loopback: ours, MLServer and KServe each as a user first starts them and with their
+best settings for 2 cores. Before timing, every server must answer exactly what scikit-learn
+answers on a 1,000-row batch over each protocol it is timed on (a protocol that
 fails the check is reported, not timed). Then, all with the Open Inference Protocol:
 
 - single-row JSON requests at concurrency 1, 8 and 32 (wrk): requests/s, p50, p99;
@@ -16,6 +16,10 @@ fails the check is reported, not timed). Then, all with the Open Inference Proto
 - seconds from process start to the first correct answer (median of --start-runs), and the
   resident memory of the idle process tree right after it;
 - the in-process floor: scikit-learn `predict` and our compiled runtime on the same batches.
+
+All of a model's servers stay up while they are timed, and each load runs on every server in
+turn, --runs times in rotating order (`time_loads`): this machine's speed moves by 2x within
+minutes, and timing one server after another had put minutes between the figures compared.
 
 Ratios are against the best peer per column. Not a test: it asserts nothing, only reports.
 Needs `wrk` on PATH (Debian: wrk) and Go (ghz is built once); the peers' first install takes a
@@ -191,9 +195,25 @@ class Server:
     settings: str
 
 
-def measure(
+@dataclass
+class Running:
+    """A started server that answered correctly: where it listens and the loads it is timed on."""
+
+    server: Server
+    proc: subprocess.Popen[bytes]
+    url: str
+    target: str
+    single: Path
+    plans: dict[str, tuple[str, Path, dict[str, str]] | bytes]
+    """By load key (json-1000, grpc-10000, ...): the HTTP URL, body and headers, or the gRPC request."""
+    figures: Figures
+
+
+def start(
     server: Server, X: np.ndarray, want: dict[int, list[Any]], scratch: Path, args: argparse.Namespace
-) -> Figures:
+) -> Running:
+    """Start `server` --start-runs times (timing each to its first answer), measure it idle, and
+    check every protocol's answers against scikit-learn; the last start stays up."""
     figures = Figures(settings=server.settings)
     name, model = server.name, server.launch.model_name
     bodies = scratch / f"{name}-{model}"
@@ -204,95 +224,103 @@ def measure(
     starts: list[float] = []
     proc = None
     http_port = grpc_port = 0
-    for attempt in range(args.start_runs):
+    try:
+        for attempt in range(args.start_runs):
+            if proc is not None:
+                _stop(proc)
+            http_port, grpc_port = _free_port(), _free_port()
+            started = time.monotonic()
+            proc = server.launch.start(http_port, grpc_port, log)
+            url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
+            starts.append(_first_answer(url, single.read_bytes(), proc, started, 300))
+            print(f"  {name}: first answer after {starts[-1]:.2f}s (start {attempt + 1})", flush=True)
+        assert proc is not None
+        figures.start_s = statistics.median(starts)
+        time.sleep(1.0)
+        figures.idle_mb = _tree_rss_mb(proc.pid)
+        print(f"  {name}: idle resident memory {figures.idle_mb:.0f} MB", flush=True)
+        running = Running(server, proc, url, f"127.0.0.1:{grpc_port}", single, {}, figures)
+        _check(running, X, want, bodies)
+        run_wrk(url, single, 8, 2, JSON_HEADERS, 20)  # warm-up
+    except BaseException:
         if proc is not None:
             _stop(proc)
-        http_port, grpc_port = _free_port(), _free_port()
-        started = time.monotonic()
-        proc = server.launch.start(http_port, grpc_port, log)
-        url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
-        starts.append(_first_answer(url, single.read_bytes(), proc, started, 300))
-        print(f"  {name}: first answer after {starts[-1]:.2f}s (start {attempt + 1})", flush=True)
-    assert proc is not None
-    figures.start_s = statistics.median(starts)
-    time.sleep(1.0)
-    figures.idle_mb = _tree_rss_mb(proc.pid)
-    print(f"  {name}: idle resident memory {figures.idle_mb:.0f} MB", flush=True)
-    url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
-    target = f"127.0.0.1:{grpc_port}"
-    try:
-        plans: dict[str, tuple[str, Path, dict[str, str]] | bytes] = {}
-        for size in BATCHES:
-            for key, (path, headers) in write_http_bodies(X[:size], bodies).items():
-                if key.startswith("binary") and not server.launch.binary_http:
-                    figures.skipped[key] = "no binary data extension over HTTP"
-                else:
-                    plans[key] = (url, path, headers)
-            plans[f"grpc-{size}"] = grpc_request(model, X[:size])
-        # Correctness first: every timed protocol answers what scikit-learn answers.
-        for key, plan in list(plans.items()):
-            size = int(key.split("-")[1])
-            try:
-                if isinstance(plan, bytes):
-                    got = labels_from_grpc(grpc_once(target, plan))
-                else:
-                    response = httpx.post(plan[0], content=plan[1].read_bytes(), headers=plan[2], timeout=120)
-                    response.raise_for_status()
-                    got = labels_from_http(response)
-            except Exception as exc:
-                figures.skipped[key] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
-                del plans[key]
-                continue
-            if got != want[size]:
-                figures.skipped[key] = "answers differ from scikit-learn"
-                del plans[key]
-        print(f"  {name}: checked {', '.join(plans)}; skipped {figures.skipped or 'none'}", flush=True)
-        if "json-1000" not in plans:
-            raise RuntimeError(f"{name} does not answer V2 JSON correctly: {figures.skipped}")
-        run_wrk(url, single, 8, 2, JSON_HEADERS, 20)  # warm-up
-        for connections in CONCURRENCY:
-            loads = [
-                run_wrk(url, single, connections, args.duration, JSON_HEADERS, 20) for _ in range(args.runs)
-            ]
-            figures.single[connections] = _median(loads)
-            r = figures.single[connections]
-            figures.errors += r.errors
-            print(
-                f"  {name}: c={connections:<2} {r.rps:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  "
-                f"p99 {r.p99_ms:8.2f} ms  errors {r.errors}",
-                flush=True,
-            )
-        for key, plan in plans.items():
-            size = int(key.split("-")[1])
-            if isinstance(plan, bytes):
-                request = bodies / f"{key}.pb"
-                request.write_bytes(plan)
-                results = [
-                    run_ghz(
-                        args.ghz,
-                        args.protoset,
-                        _GRPC_INFER,
-                        target,
-                        request,
-                        BATCH_CONCURRENCY,
-                        args.duration,
-                    )
-                    for _ in range(args.runs)
-                ]
-                rps = statistics.median(r[0] for r in results)
-                figures.errors += sum(r[1] for r in results)
+        raise
+    return running
+
+
+def _check(running: Running, X: np.ndarray, want: dict[int, list[Any]], bodies: Path) -> None:
+    """Plan the batch loads, and drop each protocol that does not answer what scikit-learn answers."""
+    figures, plans = running.figures, running.plans
+    for size in BATCHES:
+        for key, (path, headers) in write_http_bodies(X[:size], bodies).items():
+            if key.startswith("binary") and not running.server.launch.binary_http:
+                figures.skipped[key] = "no binary data extension over HTTP"
             else:
-                loads = [
-                    run_wrk(plan[0], plan[1], BATCH_CONCURRENCY, args.duration, plan[2], 20)
-                    for _ in range(args.runs)
-                ]
-                rps = statistics.median(r.rps for r in loads)
-                figures.errors += sum(r.errors for r in loads)
-            figures.rows_per_s[key] = rps * size
-            print(f"  {name}: {key:12s} {figures.rows_per_s[key]:12.0f} rows/s", flush=True)
-    finally:
-        _stop(proc)
-    return figures
+                plans[key] = (running.url, path, headers)
+        plans[f"grpc-{size}"] = grpc_request(running.server.launch.model_name, X[:size])
+    for key, plan in list(plans.items()):
+        size = int(key.split("-")[1])
+        try:
+            if isinstance(plan, bytes):
+                got = labels_from_grpc(grpc_once(running.target, plan))
+            else:
+                response = httpx.post(plan[0], content=plan[1].read_bytes(), headers=plan[2], timeout=120)
+                response.raise_for_status()
+                got = labels_from_http(response)
+        except Exception as exc:
+            figures.skipped[key] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+            del plans[key]
+            continue
+        if got != want[size]:
+            figures.skipped[key] = "answers differ from scikit-learn"
+            del plans[key]
+    name = running.server.name
+    print(f"  {name}: checked {', '.join(plans)}; skipped {figures.skipped or 'none'}", flush=True)
+    if "json-1000" not in plans:
+        raise RuntimeError(f"{name} does not answer V2 JSON correctly: {figures.skipped}")
+
+
+def _run_load(running: Running, key: str, args: argparse.Namespace) -> WrkResult:
+    """One run of one load: "single-<concurrency>" (single-row JSON) or a batch plan's key. A gRPC
+    run comes back as a WrkResult with only its rate and errors."""
+    if key.startswith("single-"):
+        connections = int(key.split("-")[1])
+        return run_wrk(running.url, running.single, connections, args.duration, JSON_HEADERS, 20)
+    plan = running.plans[key]
+    if isinstance(plan, bytes):
+        request = running.single.parent / f"{key}.pb"
+        request.write_bytes(plan)
+        rps, errors = run_ghz(
+            args.ghz, args.protoset, _GRPC_INFER, running.target, request, BATCH_CONCURRENCY, args.duration
+        )
+        return WrkResult(rps=rps, p50_ms=0.0, p99_ms=0.0, errors=errors)
+    return run_wrk(plan[0], plan[1], BATCH_CONCURRENCY, args.duration, plan[2], 20)
+
+
+def time_loads(servers: list[Running], args: argparse.Namespace) -> None:
+    """Every load on every server, run after run in rotating order: this machine's speed moves by
+    2x within minutes, so each run of a load meets all servers within the same half minute
+    (timing one server after another put minutes between them). Figures are medians of --runs."""
+    keys = [f"single-{c}" for c in CONCURRENCY]
+    keys += [k for k in dict.fromkeys(k for r in servers for k in r.plans)]
+    for key in keys:
+        taking = [r for r in servers if key.startswith("single-") or key in r.plans]
+        results: dict[str, list[WrkResult]] = {r.server.name: [] for r in taking}
+        for run in range(args.runs):
+            shift = run % len(taking)
+            for r in taking[shift:] + taking[:shift]:
+                results[r.server.name].append(_run_load(r, key, args))
+        for r in taking:
+            loads, figures = results[r.server.name], r.figures
+            figures.errors += sum(x.errors for x in loads)
+            if key.startswith("single-"):
+                single = figures.single[int(key.split("-")[1])] = _median(loads)
+                line = f"{single.rps:9.1f} req/s  p50 {single.p50_ms:8.2f} ms  p99 {single.p99_ms:8.2f} ms"
+            else:
+                figures.rows_per_s[key] = statistics.median(x.rps for x in loads) * int(key.split("-")[1])
+                line = f"{figures.rows_per_s[key]:12.0f} rows/s"
+            print(f"  {r.server.name}: {key:12s} {line}  errors {sum(x.errors for x in loads)}", flush=True)
 
 
 def start_only(server: Server, X: np.ndarray, scratch: Path, runs: int) -> float:
@@ -475,13 +503,21 @@ def main() -> None:
             else:
                 launch = launch_kserve(python, joblib_path, meta["model_name"], tuned)
             servers.append(Server(peer, launch, PEER_SETTINGS[peer]))
-        figures = {}
-        for server in servers:
-            try:
-                figures[server.name] = asdict(measure(server, X, want, scratch, args))
-            except Exception as exc:
-                print(f"  {server.name}: FAILED: {exc}", flush=True)
-                figures[server.name] = {"failed": f"{type(exc).__name__}: {exc}"}
+        failed: dict[str, str] = {}
+        running: list[Running] = []
+        try:
+            for server in servers:
+                try:
+                    running.append(start(server, X, want, scratch, args))
+                except Exception as exc:
+                    print(f"  {server.name}: FAILED: {exc}", flush=True)
+                    failed[server.name] = f"{type(exc).__name__}: {exc}"
+            time_loads(running, args)
+        finally:
+            for r in running:
+                _stop(r.proc)
+        done = {r.server.name: asdict(r.figures) for r in running}
+        figures = {s.name: done.get(s.name) or {"failed": failed[s.name]} for s in servers}
         report["models"][key] = {
             "estimator": meta["estimator"],
             "servers": figures,
