@@ -1,6 +1,6 @@
 """Benchmark: this working tree's model server against another revision's, alternating, same run.
 
-    .venv/bin/python -m benchmarks.serve_ab --base REV [--model logistic_regression] [--pairs 3]
+    .venv/bin/python -m benchmarks.serve_ab --base REV [--model logistic_regression] [--pairs 5]
 
 Why alternating pairs: this machine's speed moves by 2x within minutes, so figures from runs
 minutes apart cannot be compared. Both servers stay up (an idle one costs nothing) and each load
@@ -136,7 +136,7 @@ def main() -> None:
     )
     parser.add_argument("--base", required=True, help="git revision to compare against (e.g. HEAD, main~3)")
     parser.add_argument("--model", choices=sorted(MODEL_NAMES), default="logistic_regression")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per load (median)")
+    parser.add_argument("--pairs", type=int, default=5, help="alternating pairs per load (median)")
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
