@@ -178,6 +178,8 @@ class NetworkIsolationArgs:
     """The nodes' addresses; traffic from a pod's own node is always allowed."""
     tracking_client_namespaces: tuple[str, ...] = ()
     """Namespaces whose pods may call MLflow (an ingress controller serving its URL)."""
+    grpc: bool = True
+    """The model servers serve gRPC (ModelServingArgs.grpc): pods may reach its port too."""
 
     def __post_init__(self) -> None:
         # Normalised (10.0.0.7 -> 10.0.0.7/32), as ipBlock wants.
@@ -213,7 +215,12 @@ class NetworkIsolation(pulumi.ComponentResource):
                 "serving-clients",
                 "serving",
                 {},
-                egress=[{"to": [_pods(serving)], "ports": _tcp(SERVING_PORT) + _tcp(GRPC_PORT)}],
+                egress=[
+                    {
+                        "to": [_pods(serving)],
+                        "ports": _tcp(SERVING_PORT) + (_tcp(GRPC_PORT) if args.grpc else []),
+                    }
+                ],
             ),
         ]
         if args.training:

@@ -231,6 +231,7 @@ def _network(
             egress_cidrs=network.egress_cidrs,
             node_cidrs=network.node_cidrs,
             tracking_client_namespaces=network.tracking_client_namespaces,
+            grpc=settings.serving.grpc,
         ),
         opts=opts,
     )

@@ -260,6 +260,17 @@ def test_a_stack_using_an_outside_mlflow_reaches_it_and_runs_no_mlflow_policy(pu
     }
 
 
+@pytest.mark.parametrize(("grpc", "ports"), [(True, [8080, 8081]), (False, [8080])])
+def test_pods_reach_the_grpc_port_only_where_the_servers_serve_grpc(
+    pulumi_mocks, unique, grpc: bool, ports: list[int]
+) -> None:
+    name = unique("net")
+    pulumi_mocks.build(lambda: NetworkIsolation(name, _isolation(grpc=grpc)))
+    policy = pulumi_mocks.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{name}-serving-clients")
+    (rule,) = policy.inputs["spec"]["egress"]
+    assert [p["port"] for p in rule["ports"]] == ports
+
+
 @pytest.mark.parametrize(
     ("url", "default_port", "endpoint", "peers"),
     [
