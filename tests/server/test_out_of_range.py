@@ -27,6 +27,7 @@ from model.runtime import LinearRuntime
 from model.server import ServerSettings, create_app
 from model.server.batching import check_finite
 from model.server.errors import RequestError
+from model.server.schema import FLOAT32_MAX, Column, InputSchema
 from model.spec import RegistrySettings, TrainingSpec
 from tests.server.conftest import train_releases, wait_ready
 from tests.server.test_binary_tensors import binary_request
@@ -193,3 +194,24 @@ def test_a_prediction_that_overflows_is_refused_not_sent_as_null() -> None:
     with pytest.raises(RequestError) as info:
         check_finite(overflowed)
     assert (info.value.status, info.value.code, info.value.row) == (400, "out_of_range", 1)
+
+
+@pytest.mark.parametrize("rows", [1, 4, 200])  # 20, 80 and 4,000 values: both sides of the small-block path
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_block_range_check_refuses_every_value_beyond_the_bound_wherever_it_sits(
+    rows: int, dtype: type[np.floating[Any]]
+) -> None:
+    schema = InputSchema(tuple(Column(f"f{i}", "double") for i in range(20)))
+    block = np.random.default_rng(0).normal(size=(rows, 20)).astype(dtype)
+    assert schema.check_block(block)
+    bound = np.float64(FLOAT32_MAX)
+    for bad in (np.nan, np.inf, -np.inf, 1e308, -3.5e38):
+        if dtype is np.float32 and abs(bad) < np.inf:
+            continue  # not representable in float32
+        for row, column in ((0, 0), (rows - 1, 19), (rows // 2, 7)):
+            wrong = block.copy()
+            wrong[row, column] = bad
+            assert not schema.check_block(wrong), (bad, row, column)
+    edge = block.copy()
+    edge[0, 0], edge[-1, -1] = bound, -bound
+    assert schema.check_block(edge)
