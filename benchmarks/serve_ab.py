@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,29 @@ def report(sides: tuple[Side, Side]) -> dict[str, dict[str, Any]]:
     return table
 
 
+@contextmanager
+def trained_sides(
+    base: str, model: str, prefix: str
+) -> Iterator[tuple[tuple[Side, Side], dict[tuple[str, int], tuple[Path, dict[str, str]]]]]:
+    """The working tree and revision `base` (checked out into a temporary git worktree, removed
+    on exit), each with its release of `model` trained by its own code, and the request bodies."""
+    base_rev = subprocess.run(
+        ["git", "rev-parse", "--short", base], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        scratch = Path(tmp)
+        base_tree = scratch / "base-tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), base_rev], cwd=REPO, check=True)
+        sides = (Side("working tree", REPO), Side(f"base {base_rev}", base_tree))
+        try:
+            for i, side in enumerate(sides):
+                print(f"{side.name}: training its release", flush=True)
+                train(side, scratch / f"models-{i}", model)
+            yield sides, write_bodies(sides[0].release, scratch)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=REPO, check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,32 +165,27 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
-    base_rev = subprocess.run(
-        ["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="serve-ab-") as tmp:
-        scratch = Path(tmp)
-        base_tree = scratch / "base-tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), base_rev], cwd=REPO, check=True)
-        sides = (Side("working tree", REPO), Side(f"base {base_rev}", base_tree))
+    with trained_sides(args.base, args.model, "serve-ab-") as (sides, bodies):
+        model_name = json.loads((sides[0].release / "release.json").read_text())["model_name"]
         try:
             for i, side in enumerate(sides):
-                print(f"{side.name}: training its release", flush=True)
-                train(side, scratch / f"models-{i}", args.model)
-            bodies = write_bodies(sides[0].release, scratch)
-            model_name = json.loads((sides[0].release / "release.json").read_text())["model_name"]
-            for i, side in enumerate(sides):
-                start(side, model_name, bodies["json", 1][0].read_bytes(), scratch / f"server-{i}.log")
+                start(
+                    side,
+                    model_name,
+                    bodies["json", 1][0].read_bytes(),
+                    side.release.parent / f"server-{i}.log",
+                )
             run_pairs(sides, bodies, args.pairs, args.duration)
         finally:
             for side in sides:
                 if side.proc is not None:
                     _stop(side.proc)
-            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=REPO, check=False)
-        table = report(sides)
+    table = report(sides)
     if args.json_out:
         args.json_out.write_text(
-            json.dumps({"base": base_rev, "model": args.model, "loads": table}, indent=2)
+            json.dumps(
+                {"base": sides[1].name.removeprefix("base "), "model": args.model, "loads": table}, indent=2
+            )
         )
 
 

@@ -29,9 +29,9 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -139,41 +139,24 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git revision to compare against (e.g. HEAD, main~3)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
-    import shutil
-
-    from benchmarks.serve_ab import Side, train, write_bodies
-    from benchmarks.serve_vs_peers import REPO
+    from benchmarks.serve_ab import trained_sides
 
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on PATH (Debian/Ubuntu: apt-get install valgrind)")
-    base_rev = subprocess.run(
-        ["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout.strip()
     table: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="serve-instructions-") as tmp:
-        scratch = Path(tmp)
-        base_tree = scratch / "base-tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), base_rev], cwd=REPO, check=True)
-        sides = (Side("working tree", REPO), Side(f"base {base_rev}", base_tree))
-        try:
-            for i, side in enumerate(sides):
-                print(f"{side.name}: training its release", flush=True)
-                train(side, scratch / f"models-{i}", "logistic_regression")
-            bodies = write_bodies(sides[0].release, scratch)
-            for part, rows in PARTS:
-                label = f"{part}, {rows} row{'s' if rows > 1 else ''}"
-                figures = table[label] = {
-                    side.name: per_call(side.tree, part, side.release, bodies["json", rows][0], rows)
-                    for side in sides
-                }
-                ours, base = figures[sides[0].name], figures[sides[1].name]
-                print(
-                    f"{label}: {ours:,.0f} against {base:,.0f} instructions ({ours / base:.2f}x)", flush=True
-                )
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=REPO, check=False)
+    with trained_sides(args.base, "logistic_regression", "serve-instructions-") as (sides, bodies):
+        for part, rows in PARTS:
+            label = f"{part}, {rows} row{'s' if rows > 1 else ''}"
+            figures = table[label] = {
+                side.name: per_call(side.tree, part, side.release, bodies["json", rows][0], rows)
+                for side in sides
+            }
+            ours, base = figures[sides[0].name], figures[sides[1].name]
+            print(f"{label}: {ours:,.0f} against {base:,.0f} instructions ({ours / base:.2f}x)", flush=True)
     if args.json_out:
-        args.json_out.write_text(json.dumps({"base": base_rev, "parts": table}, indent=2))
+        args.json_out.write_text(
+            json.dumps({"base": sides[1].name.removeprefix("base "), "parts": table}, indent=2)
+        )
 
 
 if __name__ == "__main__":
