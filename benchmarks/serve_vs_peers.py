@@ -340,13 +340,19 @@ def start_only(server: Server, X: np.ndarray, scratch: Path, runs: int) -> float
     return statistics.median(starts)
 
 
-def launch_ours(release: Path, model_name: str) -> PeerLaunch:
+OURS = {"ours": (), "ours-tuned": ("--workers", "2")}
+"""Our server as a user first starts it, and with one worker process per core (2 here)."""
+OURS_SETTINGS = {"ours": "defaults: one process", "ours-tuned": "--workers 2 (one process per core)"}
+
+
+def launch_ours(release: Path, model_name: str, *flags: str) -> PeerLaunch:
     def start(http_port: int, grpc_port: int, log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             return subprocess.Popen(
                 [
                     *(sys.executable, "-m", "model.server", "--model-uri", str(release)),
                     *("--host", "127.0.0.1", "--port", str(http_port), "--grpc-port", str(grpc_port)),
+                    *flags,
                 ],
                 cwd=REPO,
                 stdout=out,
@@ -438,6 +444,29 @@ def _ratio(ours: float, peer: float, lower_is_better: bool = False) -> float:
     return peer / ours if lower_is_better else ours / peer
 
 
+def _servers(
+    release: Path,
+    model_name: str,
+    joblib_path: Path,
+    peers: list[str],
+    pythons: dict[str, Path],
+    scratch: Path,
+) -> list[Server]:
+    """Ours in both settings, then each peer configuration, on the same model."""
+    servers = [
+        Server(name, launch_ours(release, model_name, *flags), OURS_SETTINGS[name])
+        for name, flags in OURS.items()
+    ]
+    for peer in peers:
+        kind, tuned = peer.split("-")[0], peer.endswith("-tuned")
+        if kind == "mlserver":
+            launch = launch_mlserver(pythons[kind], joblib_path, model_name, scratch / "peer-models", tuned)
+        else:
+            launch = launch_kserve(pythons[kind], joblib_path, model_name, tuned)
+        servers.append(Server(peer, launch, PEER_SETTINGS[peer]))
+    return servers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -477,7 +506,7 @@ def main() -> None:
                 for kind, python in pythons.items()
             },
         },
-        "settings": PEER_SETTINGS,
+        "settings": {**OURS_SETTINGS, **PEER_SETTINGS},
         "models": {},
         "start_only": {},
     }
@@ -492,17 +521,7 @@ def main() -> None:
         pipeline = joblib.load(joblib_path)
         want = {size: pipeline.predict(X[:size]).tolist() for size in BATCHES}
         print(f"\n== {key} ({meta['estimator']}, {len(columns)} features)", flush=True)
-        servers = [Server("ours", launch_ours(release, meta["model_name"]), "defaults")]
-        for peer in peers:
-            kind, tuned = peer.split("-")[0], peer.endswith("-tuned")
-            python = pythons[kind]
-            if kind == "mlserver":
-                launch = launch_mlserver(
-                    python, joblib_path, meta["model_name"], scratch / "peer-models", tuned
-                )
-            else:
-                launch = launch_kserve(python, joblib_path, meta["model_name"], tuned)
-            servers.append(Server(peer, launch, PEER_SETTINGS[peer]))
+        servers = _servers(release, meta["model_name"], joblib_path, peers, pythons, scratch)
         failed: dict[str, str] = {}
         running: list[Running] = []
         try:
@@ -528,16 +547,7 @@ def main() -> None:
         meta = json.loads((release / "release.json").read_text())
         X, _ = _rows(release, 10)
         joblib_path = export_joblib(release, scratch / "peer-models" / key)
-        servers = [Server("ours", launch_ours(release, meta["model_name"]), "defaults")]
-        for peer in peers:
-            kind, tuned = peer.split("-")[0], peer.endswith("-tuned")
-            if kind == "mlserver":
-                launch = launch_mlserver(
-                    pythons[kind], joblib_path, meta["model_name"], scratch / "peer-models", tuned
-                )
-            else:
-                launch = launch_kserve(pythons[kind], joblib_path, meta["model_name"], tuned)
-            servers.append(Server(peer, launch, PEER_SETTINGS[peer]))
+        servers = _servers(release, meta["model_name"], joblib_path, peers, pythons, scratch)
         report["start_only"][key] = {}
         for server in servers:
             try:
@@ -566,9 +576,11 @@ def _best(servers: dict[str, Any], peers: list[str], value: Any, lower: bool = F
 def _row(
     out: list[str], servers: dict[str, Any], label: str, get: Any, fmt: str, lower: bool = False
 ) -> None:
-    """One table row: every server's value, the best peer's, and our ratio to it."""
+    """One table row: every server's value, the best peer's, our best setting's and our ratio
+    to the best peer (each side at its best setting for this figure)."""
     names = list(servers)
-    peers = [n for n in names if n != "ours"]
+    ours = [n for n in names if n in OURS]
+    peers = [n for n in names if n not in OURS]
     cells = []
     for name in names:
         figures = servers[name]
@@ -578,10 +590,10 @@ def _row(
         value = get(figures)
         cells.append("n/a" if not value else format(value, fmt))
     best, who = _best(servers, peers, get, lower)
-    ours = None if "failed" in servers["ours"] else get(servers["ours"])
-    ratio = _ratio(ours or 0.0, best, lower)
+    mine, which = _best(servers, ours, get, lower)
+    ratio = _ratio(mine, best, lower)
     shown = "-" if ratio != ratio else (f"{ratio:.1f}x lower" if lower else f"{ratio:.1f}x")
-    out.append(f"| {label} | " + " | ".join(cells) + f" | {who} | {shown} |")
+    out.append(f"| {label} | " + " | ".join(cells) + f" | {who} | {which} | {shown} |")
 
 
 def _single(figures: dict[str, Any], connections: int, key: str) -> Any:
@@ -601,8 +613,8 @@ def render(report: dict[str, Any]) -> str:
         names = list(servers)
         floor = model["in_process_rows_per_s"]
         out.append(f"\n**{key}** ({model['estimator']})\n")
-        out.append("| Figure | " + " | ".join(names) + " | best peer | ours vs best peer |")
-        out.append("|---" * (len(names) + 3) + "|")
+        out.append("| Figure | " + " | ".join(names) + " | best peer | ours at best | ours vs best peer |")
+        out.append("|---" * (len(names) + 4) + "|")
         for c in CONCURRENCY:
             _row(out, servers, f"single row, c={c}: req/s", lambda f, c=c: _single(f, c, "rps"), ".0f")
             _row(
@@ -622,7 +634,7 @@ def render(report: dict[str, Any]) -> str:
         _row(out, servers, "start to first answer, s", lambda f: f["start_s"], ".2f", True)
         _row(out, servers, "idle memory, MB", lambda f: f["idle_mb"], ".0f", True)
         for size in BATCHES:
-            best_ours = 0.0 if "failed" in servers["ours"] else _best_protocol(servers["ours"], size)
+            best_ours, _ = _best(servers, list(OURS), lambda f, s=size: _best_protocol(f, s))
             runtime = floor.get(f"runtime-{size}", 0)
             sklearn = floor.get(f"sklearn-{size}", 0)
             out.append(

@@ -31,6 +31,7 @@ from components.rollout import Rollout, probe_budget_seconds
 
 __all__ = [
     "GRPC_PORT",
+    "MAX_WORKERS",
     "PORT",
     "READY_WITHIN_SECONDS",
     "ModelServing",
@@ -44,6 +45,9 @@ PORT = 8080
 SERVICE_PORT = 80
 GRPC_PORT = 8081
 """The Open Inference Protocol over gRPC: the container's and the Service's port (named grpc)."""
+MAX_WORKERS = 64
+"""The server's bound on --workers (model.server.settings.MAX_WORKERS, which the Pulumi program
+does not import: nothing outside the server package does)."""
 _PROBES: dict[str, dict[str, Any]] = {
     "readinessProbe": {
         "httpGet": {"path": "/v2/health/ready", "port": "http"},
@@ -153,6 +157,9 @@ class ModelServingArgs(WorkloadAccess):
     grpc: bool = True
     """Also serve the Open Inference Protocol over gRPC (port `grpc`, 8081, on the pods and the
     Service); False: the server opens no gRPC port at all."""
+    workers: int = 1
+    """Server processes per pod (MLOPS_WORKERS), each with its own copy of the model: for pods
+    given a core per worker (cpu_limit) and the memory of that many copies."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.service_type, ServiceType):
@@ -171,6 +178,8 @@ class ModelServingArgs(WorkloadAccess):
             raise ValueError(f"a canary needs replicas >= 2 (one per track), got {self.replicas}")
         if not 10 <= self.target_cpu_percent <= 100:
             raise ValueError(f"target_cpu_percent must be in 10..100, got {self.target_cpu_percent}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be in 1..{MAX_WORKERS}, got {self.workers}")
         from components.network import cidr_list  # network builds on this module
 
         # Normalised (203.0.113.7 -> 203.0.113.7/32), as ipBlock and loadBalancerSourceRanges want.
@@ -350,6 +359,7 @@ class ModelServing(pulumi.ComponentResource):
             # what is in flight: at most the request limit, plus its watchdog's tick.
             {"name": "MLOPS_DRAIN_SECONDS", "value": str(args.max_request_seconds + 2)},
             {"name": "MLOPS_MAX_REQUEST_SECONDS", "value": str(args.max_request_seconds)},
+            {"name": "MLOPS_WORKERS", "value": str(args.workers)},
             {"name": "TMPDIR", "value": "/tmp"},
             {"name": "HOME", "value": "/tmp"},
         ]

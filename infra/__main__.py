@@ -200,6 +200,7 @@ def _serving(
             min_ready_seconds=serve.min_ready_seconds,
             progress_deadline_seconds=serve.progress_deadline_seconds,
             grpc=serve.grpc,
+            workers=serve.workers,
         ),
         opts=opts,
     )

@@ -36,7 +36,7 @@ from components.network import ANYWHERE, cidr_list
 from components.providers.s3_bucket import Encryption
 from components.registry import BackendStore, RegistryMode
 from components.rollout import Rollout
-from components.serving import READY_WITHIN_SECONDS
+from components.serving import MAX_WORKERS, READY_WITHIN_SECONDS
 from model.data import S3Access, is_local, split_s3_uri
 from model.retrain_trigger import ALERT_NAME, GITHUB_API, REPOSITORY
 from model.retrain_trigger import NAMESPACE as _K8S_NAMESPACE
@@ -321,6 +321,9 @@ class ServingSettings(_Frozen):
     server may take to become available (its probes' budget plus min_ready_seconds)."""
     grpc: bool = True
     """Serve the Open Inference Protocol over gRPC too (port 8081 on the pods and the Service)."""
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    """Server processes per pod, each with its own copy of the model: raise cpu_limit (a core
+    each) and memory_limit with it."""
 
     @field_validator("client_cidrs")
     @classmethod

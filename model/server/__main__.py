@@ -69,6 +69,10 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     _flag(parser, "load-attempts", int, 5, "Attempts at fetching an s3:// release.")
     _flag(parser, "drift-window-rows", int, 5000, "Recent rows the drift metrics cover; 0: off.")
     _flag(parser, "log-level", str, "info", "Log level.")
+    _flag(parser, "workers", int, 1, "Server processes sharing the ports (for pods with more than one core).")
+    # Set by the supervisor (--workers > 1) on the workers it starts; not for users.
+    parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--shared-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
@@ -89,8 +93,6 @@ def app(args: Sequence[str] | None = None, prog_name: str | None = None) -> None
             parser.error(f"MLOPS_ACCESS_LOG: {exc}")
     if not options.model_uri:
         parser.error("--model-uri (or MLOPS_MODEL_URI) is required")
-    from model.server.server import serve
-
     try:
         settings = ServerSettings(
             model_uri=options.model_uri,
@@ -109,11 +111,21 @@ def app(args: Sequence[str] | None = None, prog_name: str | None = None) -> None
             drift_window_rows=options.drift_window_rows,
             access_log=options.access_log,
             log_level=options.log_level,
+            workers=options.workers,
+            worker_index=options.worker_index,
+            shared_dir=options.shared_dir,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    serve(settings)
+    if settings.workers > 1 and settings.worker_index is None:
+        from model.server.workers import supervise  # the supervisor imports no server code
+
+        supervise(settings)
+    else:
+        from model.server.server import serve
+
+        serve(settings)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ import orjson
 from model.runtime import Prediction
 from model.server.batching import MicroBatcher
 from model.server.decode import V2_KINDS, Decoder, V2Request
-from model.server.drift_monitor import DriftMonitor, open_monitor
+from model.server.drift_monitor import FOLD_SECONDS, DriftMonitor, open_monitor
 from model.server.errors import RequestError, internal_error
 from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
 from model.server.settings import ServerSettings
 from model.server.tensors import HEADER_LENGTH, encode_output, output_datatype, split_binary_body
+from model.server.workers import METRICS_DIR, WorkerSlot
 
 if TYPE_CHECKING:
     from model.server.grpc_service import GrpcServer
@@ -72,7 +73,10 @@ class ServerApp:
 
     def __init__(self, settings: ServerSettings, loader: Loader | None = None) -> None:
         self.settings = settings
-        self.metrics = ServerMetrics()
+        self.slot = WorkerSlot.of(settings)
+        """This process's place among the supervisor's workers (None: the only server process)."""
+        self.metrics = ServerMetrics(None if self.slot is None else self.slot.shared / METRICS_DIR)
+        self._peers_ready = self.slot is None
         self.release: LoadedRelease | None = None
         self.decoder: Decoder | None = None
         self.failure: str | None = None
@@ -92,6 +96,7 @@ class ServerApp:
         self._expired: set[asyncio.Task[Any]] = set()
         """Requests the watchdog cancelled for running out of time."""
         self._watchdog: asyncio.Task[None] | None = None
+        self._folding: asyncio.Task[None] | None = None
         self._arriving = 0
         self._batcher: MicroBatcher | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -108,7 +113,14 @@ class ServerApp:
 
     @property
     def ready(self) -> bool:
-        return self.release is not None and not self.draining
+        """Loaded, not draining, and (among workers) every worker loaded: a pod whose readiness
+        probe reached the first worker to load would otherwise get traffic the others refuse."""
+        if self.release is None or self.draining:
+            return False
+        if not self._peers_ready:
+            assert self.slot is not None
+            self._peers_ready = self.slot.all_ready()
+        return self._peers_ready
 
     def begin_drain(self) -> None:
         """SIGTERM: report unready at once; responses from now on close their connection."""
@@ -152,7 +164,7 @@ class ServerApp:
             if len(result.values) != len(release.example):
                 raise RuntimeError("the self-test prediction returned the wrong number of rows")
             drift = await asyncio.to_thread(
-                open_monitor, release.folder, release.schema.names, self.settings.drift_window_rows
+                open_monitor, release.folder, release.schema.names, self.settings.drift_window_rows, self.slot
             )
             if grpc_start is not None:
                 await grpc_start
@@ -176,6 +188,8 @@ class ServerApp:
         if drift is not None:
             self.drift = drift
             self.metrics.watch_drift(drift.snapshot)
+            if self.slot is not None:
+                self._folding = asyncio.get_running_loop().create_task(_fold_every(drift, FOLD_SECONDS))
         seconds = time.monotonic() - self.started
         self.metrics.load_seconds.set(seconds)
         self.metrics.model_info.labels(
@@ -189,6 +203,8 @@ class ServerApp:
         gc.freeze()
         if not self.draining:
             self.metrics.ready.set(1)
+        if self.slot is not None:
+            self.slot.ready_marker(self.slot.index).touch()
         log.info(
             "ready in %.2fs: %s release %s (version %s, %s %s) on runtime %s: %s",
             seconds,
@@ -217,8 +233,9 @@ class ServerApp:
         """Lifespan shutdown: HTTP has drained; gRPC gets what is left of the drain time."""
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        for task in (self._watchdog, self._folding):
+            if task is not None:
+                task.cancel()
         if self.grpc is not None:
             grace = 0.0
             if self._drain_started is not None:
@@ -387,6 +404,8 @@ class ServerApp:
             return "draining"
         if self.failure:
             return "load_failed"
+        if self.release is not None:
+            return "workers_loading"
         return "loading"
 
     def _version(self) -> dict[str, Any]:
@@ -633,6 +652,13 @@ def _query_probabilities(query: bytes) -> bool:
 
 def _plain(values: np.ndarray) -> Any:
     return values.tolist() if values.dtype.kind == "O" else values
+
+
+async def _fold_every(drift: DriftMonitor, seconds: float) -> None:
+    """A worker's pending drift rows reach its siblings' scrapes within `seconds`."""
+    while True:
+        await asyncio.sleep(seconds)
+        drift.fold()
 
 
 def create_app(settings: ServerSettings, loader: Loader | None = None) -> ServerApp:

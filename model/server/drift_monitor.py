@@ -28,13 +28,20 @@ import numpy as np
 
 from model.artifact import PROFILE_FILE
 from model.drift import ClassBins, DriftError, FeatureDrift, ReferenceProfile, Scorer, read_profile
+from model.server.workers import WorkerSlot
 
-__all__ = ["FOLD_ROWS", "DriftMonitor", "DriftSnapshot", "open_monitor"]
+__all__ = ["FOLD_ROWS", "FOLD_SECONDS", "DriftMonitor", "DriftSnapshot", "open_monitor"]
 
 log = logging.getLogger("mlops.server")
 
 FOLD_ROWS = 256
 """Pending rows that trigger a fold into the window (a scrape folds whatever is pending)."""
+FOLD_SECONDS = 1.0
+"""How often a worker among several folds its pending rows, for its siblings' scrapes."""
+
+
+def _filled_path(ring: Path) -> Path:
+    return ring.with_name(ring.stem + "-filled.npy")
 
 
 @dataclass(frozen=True)
@@ -50,14 +57,25 @@ class DriftSnapshot:
     """Share of the window's predictions per class label (classification) or per bin index."""
 
 
-def open_monitor(folder: Path, feature_names: Sequence[str], window_rows: int) -> DriftMonitor | None:
-    """The monitor for a release folder, or None (logged once) when drift monitoring is off."""
+def open_monitor(
+    folder: Path, feature_names: Sequence[str], window_rows: int, slot: WorkerSlot | None = None
+) -> DriftMonitor | None:
+    """The monitor for a release folder, or None (logged once) when drift monitoring is off.
+
+    A worker among several (`slot`) keeps its share of the window in a file the others read
+    when scraped, so that each scrape scores the recent rows of all of them.
+    """
     if window_rows == 0:
         log.info("drift monitoring off: the drift window is 0 rows")
         return None
     try:
         profile = read_profile(folder / PROFILE_FILE)
-        return DriftMonitor(profile, feature_names, window_rows)
+        if slot is None:
+            return DriftMonitor(profile, feature_names, window_rows)
+        rings = [slot.shared / f"drift-{i}.npy" for i in range(slot.count)]
+        share = -(-window_rows // slot.count)
+        siblings = rings[: slot.index] + rings[slot.index + 1 :]
+        return DriftMonitor(profile, feature_names, share, ring=rings[slot.index], siblings=siblings)
     except DriftError as exc:
         log.warning("drift monitoring off: %s", exc)
     except Exception:  # monitoring must not keep a servable release from serving
@@ -69,9 +87,20 @@ class DriftMonitor:
     """The window of one served release; `record` on the request path, `snapshot` per scrape.
 
     `window_rows` is ServerSettings.drift_window_rows, already checked to be in range (and not 0).
+    With `ring`, the window lives in that file (shared memory) for the `siblings`' scrapes, and
+    `window` adds the rows of the siblings' rings: they fold their pending rows at least once a
+    second (FOLD_SECONDS), and a ring read while its worker folds may mix old and new rows,
+    which neither PSI nor KS can tell from any other sample of recent traffic.
     """
 
-    def __init__(self, profile: ReferenceProfile, feature_names: Sequence[str], window_rows: int) -> None:
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        feature_names: Sequence[str],
+        window_rows: int,
+        ring: Path | None = None,
+        siblings: Sequence[Path] = (),
+    ) -> None:
         if profile.feature_names != list(feature_names):
             raise DriftError(
                 "the reference profile's features differ from the model's signature "
@@ -79,11 +108,19 @@ class DriftMonitor:
             )
         self.window_rows = window_rows
         self.scorer = Scorer.of(profile)
-        self._values = np.zeros((len(profile.features), window_rows))
-        self._predictions = np.zeros(window_rows)
+        shape = (len(profile.features) + 1, window_rows)
+        if ring is None:
+            cells, self._filled = np.zeros(shape), np.zeros(1, dtype=np.int64)
+        else:
+            cells = np.lib.format.open_memmap(ring, mode="w+", shape=shape)
+            self._filled = np.lib.format.open_memmap(
+                _filled_path(ring), mode="w+", dtype=np.int64, shape=(1,)
+            )
+        self._values = cells[:-1]
+        self._predictions = cells[-1]
         """Class bins (classification) or predicted values (regression)."""
         self._head = 0
-        self._filled = 0
+        self._siblings = list(siblings)
         # Two lists of arrays rather than one of tuples: arrays are not tracked by the cyclic
         # garbage collector, tuples would be, and would survive into its older generations.
         self._pending_X: list[np.ndarray] = []
@@ -131,7 +168,7 @@ class DriftMonitor:
             self._values[:, : rows - first] = X[first:].T
             self._predictions[: rows - first] = predictions[first:]
             self._head = (head + rows) % self.window_rows
-            self._filled = min(self.window_rows, self._filled + rows)
+            self._filled[0] = min(self.window_rows, int(self._filled[0]) + rows)
 
     def window(self) -> tuple[np.ndarray, np.ndarray]:
         """A copy of the window's rows (features x rows) and predictions, pending rows folded in.
@@ -140,7 +177,18 @@ class DriftMonitor:
         """
         self.fold()
         with self._lock:
-            return self._values[:, : self._filled].copy(), self._predictions[: self._filled].copy()
+            filled = int(self._filled[0])
+            values, predictions = [self._values[:, :filled].copy()], [self._predictions[:filled].copy()]
+        for ring in self._siblings:
+            try:
+                cells, filled = np.load(ring, mmap_mode="r"), int(np.load(_filled_path(ring))[0])
+            except (OSError, ValueError, IndexError):  # that worker has not loaded (or written) yet
+                continue
+            values.append(np.array(cells[:-1, :filled]))
+            predictions.append(np.array(cells[-1, :filled]))
+        if len(values) == 1:
+            return values[0], predictions[0]
+        return np.concatenate(values, axis=1), np.concatenate(predictions)
 
     def snapshot(self) -> DriftSnapshot:
         """PSI and KS of the window per feature, and of its predictions (computed now)."""

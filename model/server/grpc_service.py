@@ -288,7 +288,8 @@ async def start_grpc_server(app: ServerApp, host: str, port: int, max_message_by
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
+            # Workers (--workers > 1) share the port; a single server must own it.
+            ("grpc.so_reuseport", int(app.settings.worker_index is not None)),
         ]
     )
     add_GRPCInferenceServiceServicer_to_server(_Servicer(app), server)

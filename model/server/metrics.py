@@ -1,13 +1,21 @@
-"""Prometheus metrics of one server: a registry per app, label values only from fixed sets."""
+"""Prometheus metrics of one server: a registry per app, label values only from fixed sets.
+
+Among several workers (model.server.workers) the values live in Prometheus' multiprocess files
+(PROMETHEUS_MULTIPROC_DIR, set by the supervisor before this process imported the client), and
+a scrape of any worker sums them: counters and histograms over the workers, requests in flight
+over the live ones; ready is the lowest worker's, load time the slowest's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -24,9 +32,14 @@ METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS",
 class ServerMetrics:
     """Counters and histograms the request path updates; children are cached per label tuple."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._exported = r
+        """What a scrape renders: this registry, or all the workers' files."""
+        if multiprocess_dir is not None:
+            self._exported = CollectorRegistry()
+            MultiProcessCollector(self._exported, str(multiprocess_dir))
         self.requests = Counter(
             "mlops_server_requests",
             "Requests by protocol (http, grpc), route (or RPC), method and status (HTTP code or gRPC code).",
@@ -68,18 +81,30 @@ class ServerMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
-        self.in_flight = Gauge("mlops_server_in_flight_requests", "Requests being handled.", registry=r)
+        self.in_flight = Gauge(
+            "mlops_server_in_flight_requests",
+            "Requests being handled.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.load_seconds = Gauge(
             "mlops_server_model_load_seconds",
             "Seconds from start to a loaded, self-tested model.",
             registry=r,
+            multiprocess_mode="max",
         )
-        self.ready = Gauge("mlops_server_ready", "1 when the server accepts predictions.", registry=r)
+        self.ready = Gauge(
+            "mlops_server_ready",
+            "1 when the server accepts predictions.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.model_info = Gauge(
             "mlops_server_model_info",
             "The served release (value 1).",
             ["model_name", "release_id", "model_version", "runtime"],
             registry=r,
+            multiprocess_mode="max",
         )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
@@ -112,10 +137,10 @@ class ServerMetrics:
 
     def watch_drift(self, snapshot: Callable[[], DriftSnapshot]) -> None:
         """Export the drift window's figures, computed afresh on every scrape."""
-        self.registry.register(DriftCollector(snapshot))
+        self._exported.register(DriftCollector(snapshot))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exported)
 
 
 class DriftCollector(Collector):

@@ -10,7 +10,8 @@ from types import FrameType
 import uvicorn
 
 from model.server.app import ServerApp, create_app
-from model.server.settings import ServerSettings
+from model.server.settings import ServerSettings, configure_logging
+from model.server.workers import listening_socket, supervise
 
 __all__ = ["serve"]
 
@@ -60,10 +61,12 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(settings: ServerSettings) -> None:
-    """Serve one release until SIGTERM/SIGINT; returns after a graceful drain."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Serve one release until SIGTERM/SIGINT; returns after a graceful drain. With more than one
+    worker, supervise them instead (model.server.workers), exiting with their outcome."""
+    if settings.workers > 1 and settings.worker_index is None:
+        supervise(settings)
+        return
+    configure_logging(settings)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -78,4 +81,4 @@ def serve(settings: ServerSettings) -> None:
     )
     server = _DrainingServer(config, app, settings.drain_seconds)
     log.info("listening on %s:%d; loading %s", settings.host, settings.port, settings.model_uri)
-    server.run()
+    server.run(None if settings.worker_index is None else [listening_socket(settings.host, settings.port)])

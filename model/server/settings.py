@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-__all__ = ["MAX_DRIFT_WINDOW_ROWS", "ServerSettings"]
+__all__ = ["MAX_DRIFT_WINDOW_ROWS", "MAX_WORKERS", "ServerSettings", "configure_logging"]
 
 MAX_DRIFT_WINDOW_ROWS = 1_000_000
 """The drift window holds rows x (features + 1) float64 values: 5,000 rows of 30 features is 1.2 MB."""
+
+
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,14 @@ class ServerSettings:
     """Recent rows the drift metrics are computed over (0: drift monitoring off)."""
     access_log: bool = False
     log_level: str = "info"
+    workers: int = 1
+    """Server processes sharing the ports (SO_REUSEPORT), each with its own event loop and model
+    copy; more than 1 runs a supervisor that starts, watches and drains them. For pods given
+    more than one core: one process's Python runs on one core at a time."""
+    worker_index: int | None = None
+    """Set by the supervisor for each worker it starts (0 .. workers-1); None otherwise."""
+    shared_dir: str | None = None
+    """Set by the supervisor: the folder its workers share metrics, readiness and drift windows in."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -55,13 +67,24 @@ class ServerSettings:
             "batch_combined_rows": self.batch_combined_rows > 0,
             "load_attempts": self.load_attempts > 0,
             "drift_window_rows": 0 <= self.drift_window_rows <= MAX_DRIFT_WINDOW_ROWS,
+            "workers": 1 <= self.workers <= MAX_WORKERS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"invalid server setting {bad[0]}={getattr(self, bad[0])!r} (ports 0-65535, sizes > 0, "
                 f"drain >= 0, request limit > 0, batch wait 0-1000 ms, "
-                f"drift window 0-{MAX_DRIFT_WINDOW_ROWS} rows)"
+                f"drift window 0-{MAX_DRIFT_WINDOW_ROWS} rows, workers 1-{MAX_WORKERS})"
             )
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("workers > 1 share one HTTP port: give --port (MLOPS_PORT), not 0")
         if not self.model_uri:
             raise ValueError("model_uri is required: pass --model-uri or set MLOPS_MODEL_URI")
+
+
+def configure_logging(settings: ServerSettings) -> None:
+    """The server's log format; a worker's lines carry its index (mlops.server[1])."""
+    worker = "" if settings.worker_index is None else f"[{settings.worker_index}]"
+    logging.basicConfig(
+        level=settings.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s"
+    )

@@ -9,6 +9,7 @@ import pytest
 from components.common import ImageSource
 from components.rollout import CONTROLLER_SLACK_SECONDS, probe_budget_seconds
 from components.serving import (
+    MAX_WORKERS,
     READY_WITHIN_SECONDS,
     ModelServing,
     ModelServingArgs,
@@ -85,6 +86,7 @@ def test_serving_tree_rollout_and_outputs(pulumi_mocks, unique) -> None:
     assert env["MLOPS_MODEL_URI"] == "s3://b/m/aaaaaaaaaaaa"
     assert env["MLOPS_MODEL_SHA256"] == "1" * 64
     assert env["MLOPS_PORT"] == "8080" and env["MLOPS_MAX_REQUEST_SECONDS"] == "30"
+    assert env["MLOPS_WORKERS"] == "1"
     # In-flight requests finish within the limit; the grace period covers preStop plus that.
     assert env["MLOPS_DRAIN_SECONDS"] == "32"
     assert env["TMPDIR"] == "/tmp"
@@ -162,6 +164,7 @@ def test_split_replicas() -> None:
             {"canary": CANDIDATE, "canary_weight": 100},
             "canary_weight must be in 1..99 with a canary, got 100",
         ),
+        ({"workers": 0}, "workers must be in 1..64, got 0"),
         (
             {"service_type": "Ingress"},
             "service_type must be one of ['ClusterIP', 'NodePort', 'LoadBalancer']",
@@ -176,6 +179,18 @@ def test_invalid_args_name_the_argument(overrides: dict[str, object], message: s
     with pytest.raises(ValueError) as err:
         _args(**overrides)
     assert message in str(err.value)
+
+
+def test_the_worker_count_reaches_the_server_within_its_bound(pulumi_mocks, unique) -> None:
+    from model.server.settings import MAX_WORKERS as SERVER_MAX_WORKERS
+
+    assert MAX_WORKERS == SERVER_MAX_WORKERS
+    name = unique("serve")
+    pulumi_mocks.build(lambda: ModelServing(name, _args(workers=2, cpu_limit="2")))
+    container = pulumi_mocks.one(DEPLOYMENT, f"{name}-deployment").inputs["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert {"name": "MLOPS_WORKERS", "value": "2"} in container["env"]
 
 
 def test_service_type_is_a_closed_choice() -> None:

@@ -164,6 +164,7 @@ def _dev_with(**serving_and_network: Any) -> str:
             "mlops:serving: progress_deadline_seconds (120) must exceed the 135 s a new pod may need",
         ),
         ({"serving": {"min_ready_seconds": 0}}, "mlops:serving.min_ready_seconds: Input should be greater"),
+        ({"serving": {"workers": 65}}, "mlops:serving.workers: Input should be less than or equal to 64"),
         (
             {"network": {"node_cidrs": ["10.0.0.1/24"]}},
             "mlops:network.node_cidrs: '10.0.0.1/24' is not a CIDR",
