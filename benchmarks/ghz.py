@@ -53,9 +53,18 @@ def write_protoset(path: Path) -> Path:
 
 
 def run_ghz(
-    ghz: Path, protoset: Path, method: str, target: str, request: Path, concurrency: int, seconds: float
+    ghz: Path,
+    protoset: Path,
+    method: str,
+    target: str,
+    request: Path,
+    concurrency: int,
+    seconds: float,
+    connections: int | None = None,
 ) -> tuple[float, int]:
-    """Successful requests per second and failed calls: `concurrency` in flight on one connection.
+    """Successful requests per second and failed calls: `concurrency` clients in flight, each on
+    its own connection (as wrk's; a server with several processes gets a connection, not a
+    call, per process), unless `connections` is given.
 
     `method` is the gRPC path, `/package.Service/Method`.
     """
@@ -63,7 +72,8 @@ def run_ghz(
     out = subprocess.run(
         [
             str(ghz), "--insecure", "--protoset", str(protoset), "--call", call,
-            "--binary-file", str(request), "--concurrency", str(concurrency), "--connections", "1",
+            "--binary-file", str(request), "--concurrency", str(concurrency),
+            "--connections", str(connections or concurrency),
             "--duration", f"{seconds}s", "--timeout", "30s", "--format", "json",
             "--max-recv-message-size", "1GB", "--max-send-message-size", "1GB", target,
         ],

@@ -104,6 +104,11 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _shell_code(code: int) -> int:
+    """A worker's exit code as a shell reports it: 128 + the signal that killed it."""
+    return 128 - code if code < 0 else code
+
+
 class _Supervisor:
     def __init__(self, settings: ServerSettings, shared: Path) -> None:
         self._settings = settings
@@ -116,8 +121,13 @@ class _Supervisor:
     def start(self) -> None:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._shared / METRICS_DIR)}
         for index in range(self._settings.workers):
+            # A process group of their own: a terminal's Ctrl-C reaches the supervisor alone,
+            # which passes it on once (a second signal would make the workers skip the drain).
             process = subprocess.Popen(
-                _command(self._settings, index, self._shared), env=env, preexec_fn=_die_with_parent
+                _command(self._settings, index, self._shared),
+                env=env,
+                preexec_fn=_die_with_parent,
+                process_group=0,
             )
             self._workers[process.pid] = (index, process)
 
@@ -141,11 +151,11 @@ class _Supervisor:
             code = os.waitstatus_to_exitcode(status)
             if self._stop_deadline is None:
                 log.error("worker %d (pid %d) exited with %d: stopping the others", index, pid, code)
-                self.exit_code = code or 1
+                self.exit_code = _shell_code(code) or 1
                 self._stop(signal.SIGTERM)
             elif code != 0:
                 log.error("worker %d (pid %d) exited with %d while draining", index, pid, code)
-                self.exit_code = self.exit_code or code
+                self.exit_code = self.exit_code or _shell_code(code)
         return self.exit_code
 
     def _reap(self) -> tuple[int, int]:

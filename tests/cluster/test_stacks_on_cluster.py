@@ -241,7 +241,9 @@ def stacks(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 "force_destroy": True,
             },
             "mlops:training_job": {"timeout_minutes": 15, "active_deadline_seconds": 900},
-            "mlops:serving": {"replicas": 1, "max_replicas": 2, "drain_seconds": 3},
+            # Two server processes per pod: rollouts, scrapes and the drift alert go through the
+            # supervisor and its workers (prod's stack has two as well).
+            "mlops:serving": {"replicas": 1, "max_replicas": 2, "drain_seconds": 3, "workers": 2},
             # Prometheus and Alertmanager from this machine's images (no Grafana image here),
             # quick enough for a test: 5 s scrapes and evaluations, drift fires once it holds.
             "mlops:monitoring": {
