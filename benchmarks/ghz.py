@@ -53,18 +53,11 @@ def write_protoset(path: Path) -> Path:
 
 
 def run_ghz(
-    ghz: Path,
-    protoset: Path,
-    method: str,
-    target: str,
-    request: Path,
-    concurrency: int,
-    seconds: float,
-    connections: int | None = None,
+    ghz: Path, protoset: Path, method: str, target: str, request: Path, concurrency: int, seconds: float
 ) -> tuple[float, int]:
     """Successful requests per second and failed calls: `concurrency` clients in flight, each on
     its own connection (as wrk's; a server with several processes gets a connection, not a
-    call, per process), unless `connections` is given.
+    call, per process).
 
     `method` is the gRPC path, `/package.Service/Method`.
     """
@@ -73,7 +66,7 @@ def run_ghz(
         [
             str(ghz), "--insecure", "--protoset", str(protoset), "--call", call,
             "--binary-file", str(request), "--concurrency", str(concurrency),
-            "--connections", str(connections or concurrency),
+            "--connections", str(concurrency),
             "--duration", f"{seconds}s", "--timeout", "30s", "--format", "json",
             "--max-recv-message-size", "1GB", "--max-send-message-size", "1GB", target,
         ],

@@ -35,7 +35,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +65,7 @@ from benchmarks.serve_vs_mlflow import (
     example_rows,
     run_wrk,
 )
+from benchmarks.serve_vs_mlflow import launch_ours as launch_ours_http
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
@@ -340,25 +340,17 @@ def start_only(server: Server, X: np.ndarray, scratch: Path, runs: int) -> float
     return statistics.median(starts)
 
 
-OURS = {"ours": (), "ours-tuned": ("--workers", "2")}
-"""Our server as a user first starts it, and with one worker process per core (2 here)."""
-OURS_SETTINGS = {"ours": "defaults: one process", "ours-tuned": "--workers 2 (one process per core)"}
+OURS = {
+    "ours": ((), "defaults: one process"),
+    "ours-tuned": (("--workers", "2"), "--workers 2 (one process per core)"),
+}
+"""Our server as a user first starts it, and with one worker process per core (2 here): its
+flags and what they change."""
 
 
 def launch_ours(release: Path, model_name: str, *flags: str) -> PeerLaunch:
     def start(http_port: int, grpc_port: int, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "model.server", "--model-uri", str(release)),
-                    *("--host", "127.0.0.1", "--port", str(http_port), "--grpc-port", str(grpc_port)),
-                    *flags,
-                ],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        return launch_ours_http(release, "--grpc-port", str(grpc_port), *flags)(http_port, log)
 
     return PeerLaunch("ours", model_name, start, binary_http=True)
 
@@ -454,8 +446,8 @@ def _servers(
 ) -> list[Server]:
     """Ours in both settings, then each peer configuration, on the same model."""
     servers = [
-        Server(name, launch_ours(release, model_name, *flags), OURS_SETTINGS[name])
-        for name, flags in OURS.items()
+        Server(name, launch_ours(release, model_name, *flags), settings)
+        for name, (flags, settings) in OURS.items()
     ]
     for peer in peers:
         kind, tuned = peer.split("-")[0], peer.endswith("-tuned")
@@ -506,7 +498,7 @@ def main() -> None:
                 for kind, python in pythons.items()
             },
         },
-        "settings": {**OURS_SETTINGS, **PEER_SETTINGS},
+        "settings": {**{name: settings for name, (_, settings) in OURS.items()}, **PEER_SETTINGS},
         "models": {},
         "start_only": {},
     }

@@ -118,7 +118,7 @@ def app(args: Sequence[str] | None = None, prog_name: str | None = None) -> None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if settings.workers > 1 and settings.worker_index is None:
+    if settings.supervises:
         from model.server.workers import supervise  # the supervisor imports no server code
 
         supervise(settings)

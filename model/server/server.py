@@ -63,7 +63,7 @@ class _DrainingServer(uvicorn.Server):
 def serve(settings: ServerSettings) -> None:
     """Serve one release until SIGTERM/SIGINT; returns after a graceful drain. With more than one
     worker, supervise them instead (model.server.workers), exiting with their outcome."""
-    if settings.workers > 1 and settings.worker_index is None:
+    if settings.supervises:
         supervise(settings)
         return
     configure_logging(settings)

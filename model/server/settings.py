@@ -12,6 +12,7 @@ MAX_DRIFT_WINDOW_ROWS = 1_000_000
 
 
 MAX_WORKERS = 64
+"""Most server processes --workers may start."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class ServerSettings:
             raise ValueError("workers > 1 share one HTTP port: give --port (MLOPS_PORT), not 0")
         if not self.model_uri:
             raise ValueError("model_uri is required: pass --model-uri or set MLOPS_MODEL_URI")
+
+    @property
+    def supervises(self) -> bool:
+        """Whether this process is the supervisor of several workers rather than a server."""
+        return self.workers > 1 and self.worker_index is None
 
 
 def configure_logging(settings: ServerSettings) -> None:

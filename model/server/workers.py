@@ -78,7 +78,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise RuntimeError(f"could not bind the HTTP port {host}:{port}: {exc}") from None
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 

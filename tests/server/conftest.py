@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from model.server import ServerApp, ServerSettings, create_app
@@ -283,6 +284,16 @@ def rf_process(
     scratch = tmp_path_factory.mktemp("rf-process")
     with running_server(str(releases["rf"].folder), scratch, "--max-batch-rows", "500") as server:
         yield server
+
+
+def metric_samples(http: httpx.Client | TestClient, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """One scrape's samples of `family` (e.g. mlops_server_requests_total), by sorted labels."""
+    out = {}
+    for metric in text_string_to_metric_families(http.get("/metrics").text):
+        for sample in metric.samples:
+            if sample.name == family:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
 
 
 def split_body(frame: pd.DataFrame) -> dict[str, Any]:

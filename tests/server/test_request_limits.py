@@ -26,7 +26,6 @@ import pandas as pd
 import pytest
 from open_inference.grpc import protocol as pb
 from open_inference.grpc.service import GRPCInferenceServiceStub
-from prometheus_client.parser import text_string_to_metric_families
 
 from model.server import ServerSettings
 from model.server.grpc_service import ERROR_CODE_KEY
@@ -34,6 +33,7 @@ from model.server.loader import load_release
 from model.spec import RegistrySettings, TrainingSpec
 from tests.server.conftest import (
     ServerProcess,
+    metric_samples,
     running_server,
     train_releases,
 )
@@ -105,23 +105,14 @@ def limited(slow_forest: SlowForest, tmp_path_factory: pytest.TempPathFactory) -
         yield server
 
 
-def _samples(http: httpx.Client, family: str) -> dict[tuple[tuple[str, str], ...], float]:
-    out = {}
-    for metric in text_string_to_metric_families(http.get("/metrics").text):
-        for sample in metric.samples:
-            if sample.name == family:
-                out[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
 def _rows_to_model(http: httpx.Client) -> float:
     """Rows handed to the model so far (the batch-rows histogram's sum)."""
-    return sum(_samples(http, "mlops_server_batch_rows_sum").values())
+    return sum(metric_samples(http, "mlops_server_batch_rows_sum").values())
 
 
 def _errors(http: httpx.Client, code: str) -> float:
     return sum(
-        v for k, v in _samples(http, "mlops_server_request_errors_total").items() if ("code", code) in k
+        v for k, v in metric_samples(http, "mlops_server_request_errors_total").items() if ("code", code) in k
     )
 
 
@@ -210,7 +201,7 @@ def test_a_slow_grpc_call_gets_deadline_exceeded(limited: ServerProcess, slow_fo
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
     assert (ERROR_CODE_KEY, "deadline_exceeded") in tuple(error.trailing_metadata() or ())
     with httpx.Client(base_url=limited.url, timeout=10) as http:
-        counted = _samples(http, "mlops_server_requests_total")
+        counted = metric_samples(http, "mlops_server_requests_total")
     assert any(("status", "DEADLINE_EXCEEDED") in key and ("route", "ModelInfer") in key for key in counted)
 
 

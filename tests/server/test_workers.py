@@ -18,12 +18,23 @@ from open_inference.grpc.service import GRPCInferenceServiceStub
 from starlette.testclient import TestClient
 
 from model.server import ServerSettings, create_app
-from tests.server.conftest import REPO, Release, ServerProcess, expected, running_server, wait_ready
+from tests.server.conftest import (
+    REPO,
+    Release,
+    ServerProcess,
+    expected,
+    metric_samples,
+    running_server,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
 _INFER_200 = (
-    'mlops_server_requests_total{method="POST",protocol="http",route="/v2/models/{name}/infer",status="200"}'
+    ("method", "POST"),
+    ("protocol", "http"),
+    ("route", "/v2/models/{name}/infer"),
+    ("status", "200"),
 )
 
 
@@ -31,14 +42,7 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _metric(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{series} not in the scrape:\n{text}")
-
-
-def _v2_row(release: Release, row: np.ndarray) -> dict[str, object]:
+def _v2_row(row: np.ndarray) -> dict[str, object]:
     return {"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row.tolist()}]}
 
 
@@ -58,9 +62,9 @@ def test_workers_share_the_ports_the_counts_and_the_drift_window(
         assert len(_children(server.proc.pid)) == 2
         # A fresh connection per request: the kernel spreads connections over the workers.
         answers = [
-            httpx.post(
-                f"{server.url}/v2/models/{release.model_name}/infer", json=_v2_row(release, row)
-            ).json()["outputs"][0]["data"][0]
+            httpx.post(f"{server.url}/v2/models/{release.model_name}/infer", json=_v2_row(row)).json()[
+                "outputs"
+            ][0]["data"][0]
             for row in frame.to_numpy()
         ]
         assert answers == want
@@ -71,11 +75,13 @@ def test_workers_share_the_ports_the_counts_and_the_drift_window(
         # Both workers answered, each into its own share of the drift window.
         filled = {path.name: int(np.load(path)[0]) for path in _shared_dir(server).glob("drift-*-filled.npy")}
         assert len(filled) == 2 and all(rows > 0 for rows in filled.values()), filled
-        for _ in range(4):  # whichever worker answers the scrape counts them all
-            scrape = httpx.get(f"{server.url}/metrics").text
-            assert _metric(scrape, _INFER_200) == len(frame)
-            assert _metric(scrape, "mlops_server_drift_window_rows") == len(frame)
-            assert _metric(scrape, "mlops_server_ready") == 1
+        for _ in range(4):  # whichever worker answers a new connection's scrape counts them all
+            with httpx.Client(base_url=server.url) as http:
+                assert metric_samples(http, "mlops_server_requests_total")[_INFER_200] == len(frame)
+            with httpx.Client(base_url=server.url) as http:
+                assert metric_samples(http, "mlops_server_drift_window_rows") == {(): len(frame)}
+            with httpx.Client(base_url=server.url) as http:
+                assert metric_samples(http, "mlops_server_ready") == {(): 1}
         assert sum(filled.values()) == len(frame)
 
 
