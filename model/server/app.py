@@ -444,9 +444,10 @@ class ServerApp:
             )
         return loaded
 
-    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes, str, bytes | None]:
-        """The body (413 before reading when Content-Length is over the limit), its Content-Type,
-        and the binary data extension's Inference-Header-Content-Length, if sent."""
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[list[bytes], str, bytes | None]:
+        """The body as it arrived, in chunks (413 before reading when Content-Length is over the
+        limit), its Content-Type, and the binary data extension's Inference-Header-Content-Length,
+        if sent."""
         limit = self.settings.max_body_bytes
         content_type = ""
         header_length = None
@@ -480,7 +481,7 @@ class ServerApp:
             if not message.get("more_body", False):
                 break
         scope[_BODY_READ] = True
-        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), content_type, header_length
+        return chunks, content_type, header_length
 
     async def predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:
         self.metrics.request_rows.observe(len(X))
@@ -495,13 +496,15 @@ class ServerApp:
         release, decoder, batcher = self.loaded()
         self._arriving += 1
         try:
-            body, content_type, _ = await self._body(scope, receive)
+            chunks, content_type, _ = await self._body(scope, receive)
             if not content_type:
                 raise RequestError(
                     415, "unsupported_media_type", "set Content-Type to application/json or text/csv"
                 )
             query = scope.get("query_string", b"")
-            decoded = decoder.invocations(body, content_type, _query_probabilities(query) if query else False)
+            decoded = decoder.invocations(
+                _joined(chunks), content_type, _query_probabilities(query) if query else False
+            )
         finally:
             self._arriving -= 1
         self.metrics.observe_encoding("http", "csv" if decoded.csv else "json")
@@ -518,7 +521,7 @@ class ServerApp:
         release, decoder, batcher = self._model_for(scope["path"])
         self._arriving += 1
         try:
-            body, content_type, header_length = await self._body(scope, receive)
+            chunks, content_type, header_length = await self._body(scope, receive)
             media = content_type.partition(";")[0].strip().lower()
             if header_length is not None:
                 if media and media not in (_JSON.decode(), _OCTETS.decode()):
@@ -527,7 +530,7 @@ class ServerApp:
                         "unsupported_media_type",
                         "a binary data request takes application/octet-stream (or application/json)",
                     )
-                header, binary = split_binary_body(body, header_length)
+                header, binary = split_binary_body(chunks, header_length)
                 request = decoder.v2(header, binary)
             else:
                 if media and media != "application/json":
@@ -537,7 +540,7 @@ class ServerApp:
                         "the inference protocol takes application/json, or binary tensors with an "
                         "Inference-Header-Content-Length header",
                     )
-                request = decoder.v2(body)
+                request = decoder.v2(_joined(chunks))
         finally:
             self._arriving -= 1
         self.metrics.observe_encoding("http", "json" if header_length is None else "binary")
@@ -557,6 +560,10 @@ class ServerApp:
         if "predict_proba" in request.outputs and release.classes is None:
             raise RequestError(400, "probabilities_unavailable", "predict_proba exists for classifiers only")
         return await self.predict(batcher, request.X)
+
+
+def _joined(chunks: list[bytes]) -> bytes:
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def server_metadata() -> dict[str, Any]:

@@ -777,10 +777,11 @@ class Decoder:
                     field=name,
                 )
             raw = data.reshape(rows, width)
-            if not narrowed.check_block(raw):
-                _raise_first_bad(raw, narrowed)
-            # A float64 copy, C-ordered and aligned: raw bytes sit at any offset of the body.
-            return np.array(raw, dtype=np.float64, order="C")
+            checked = _float64_rows(raw) if raw.dtype.kind == "f" else raw
+            if not narrowed.check_block(checked):
+                _raise_first_bad(checked, narrowed)
+            # Integers are checked as integers (their range), then converted.
+            return checked if checked is not raw else np.array(raw, dtype=np.float64, order="C")
         if type(data) is simdjson.Array:
             if not narrowed.needs_checks:
                 # Numbers straight into a float64 buffer: no Python float per value.
@@ -907,6 +908,17 @@ def tensor_kind(datatype: Any, i: int) -> ColumnKind:
             field=f"inputs[{i}]",
         )
     return V2_KINDS[datatype]
+
+
+def _float64_rows(raw: np.ndarray) -> np.ndarray:
+    """Raw float rows as the model takes them: float64, C-ordered, aligned and the request's own.
+    Rows from the binary data extension's aligned buffer already are (tensors.split_binary_body);
+    gRPC's raw contents sit at any offset of a read-only message and are copied (before the
+    checks, which would otherwise read unaligned values through a buffer each)."""
+    flags = raw.flags
+    if raw.dtype == np.float64 and flags.c_contiguous and flags.aligned and flags.writeable:
+        return raw
+    return np.array(raw, dtype=np.float64, order="C")
 
 
 def _raise_first_bad(block: np.ndarray, schema: InputSchema) -> None:

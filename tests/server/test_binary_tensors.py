@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from model.server.tensors import split_binary_body
 from tests.server.conftest import Release, expected
 from tests.server.test_bad_inputs import MARKER, check_error
 from tests.server.test_bad_inputs import _resolve as resolve_field
@@ -130,6 +132,47 @@ def test_narrower_datatypes_and_per_column_tensors(client: TestClient, release: 
     response = client.post(url, **_post(binary_request({"inputs": tensors}, *blobs)))
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["data"] == expected(release, _frame(release, X))
+
+
+@pytest.mark.parametrize("padding", range(8))
+def test_answers_do_not_depend_on_where_the_tensors_fall(
+    client: TestClient, release: Release, padding: int
+) -> None:
+    """The binary section starts at any byte of the body (the JSON header's length), and a
+    tensor after a 4-byte one starts off an 8-byte boundary: the same rows, the same answers."""
+    X = np.round(_rows(release, 7), 3)
+    url = f"/v2/models/{release.model_name}/infer"
+    want = expected(release, _frame(release, X))
+    body, headers = binary_request({"inputs": [_tensor(X)]}, X.tobytes())
+    head = int(headers[HEADER])
+    padded = body[:head] + b" " * padding + body[head:]
+    response = client.post(url, content=padded, headers={**headers, HEADER: str(head + padding)})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == want
+    first, rest = release.columns[0], list(enumerate(release.columns))[1:]
+    narrow = X[:, 0].astype("<f4")  # 7 x 4 bytes: every FP64 tensor after it is misaligned
+    tensors, blobs = [_tensor(narrow, "FP32", first)], [narrow.tobytes()]
+    for j, name in rest:
+        tensors.append(_tensor(np.ascontiguousarray(X[:, j]), name=name))
+        blobs.append(np.ascontiguousarray(X[:, j]).tobytes())
+    response = client.post(url, **_post(binary_request({"inputs": tensors}, *blobs)))
+    assert response.status_code == 200, response.text
+    X32 = X.copy()
+    X32[:, 0] = narrow
+    assert response.json()["outputs"][0]["data"] == expected(release, _frame(release, X32))
+
+
+@pytest.mark.parametrize("header", [1, 7, 64, 100])
+def test_a_body_in_chunks_is_joined_with_its_binary_section_aligned(header: int) -> None:
+    values = np.arange(50, dtype="<f8")
+    body = b"h" * header + values.tobytes()
+    for cuts in ([], [header], [1, header + 3], [header - 1, header + 8, len(body) - 1]):
+        edges = [0, *cuts, len(body)]
+        chunks = [body[a:b] for a, b in itertools.pairwise(edges)]
+        head, section = split_binary_body(chunks, str(header).encode())
+        tensor = np.frombuffer(section, dtype="<f8")
+        assert head == body[:header] and tensor.tolist() == values.tolist(), cuts
+        assert tensor.ctypes.data % 64 == 0 and tensor.flags.writeable, cuts
 
 
 def _frame(release: Release, X: np.ndarray) -> Any:
