@@ -20,6 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model.artifact import file_sha256, tree_checksum
 from model.spec import TrainingSpec
 
 if TYPE_CHECKING:
@@ -66,12 +67,11 @@ def training_code_files(root: Path = MODEL_DIR) -> list[Path]:
 
 
 def code_hash(root: Path = MODEL_DIR) -> str:
-    """SHA-256 over the training code's Python files: relative path and content, in path order."""
-    digest = hashlib.sha256()
-    for path in training_code_files(root):
-        rel = path.relative_to(root).as_posix()
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest() + b"\n")
-    return digest.hexdigest()
+    """SHA-256 over the training code's Python files: relative path and content, in path order
+    (a release folder's checksum formula, `model.artifact.tree_checksum`)."""
+    return tree_checksum(
+        {path.relative_to(root).as_posix(): file_sha256(path) for path in training_code_files(root)}
+    )
 
 
 def training_runtime() -> dict[str, str]:
