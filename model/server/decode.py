@@ -777,11 +777,12 @@ class Decoder:
                     field=name,
                 )
             raw = data.reshape(rows, width)
-            checked = _float64_rows(raw) if raw.dtype.kind == "f" else raw
-            if not narrowed.check_block(checked):
-                _raise_first_bad(checked, narrowed)
-            # Integers are checked as integers (their range), then converted.
-            return checked if checked is not raw else np.array(raw, dtype=np.float64, order="C")
+            # Floats are checked as the model takes them; integers as integers (their range),
+            # then converted.
+            matrix = _float64_rows(raw) if raw.dtype.kind == "f" else raw
+            if not narrowed.check_block(matrix):
+                _raise_first_bad(matrix, narrowed)
+            return matrix if matrix.dtype.kind == "f" else np.array(matrix, dtype=np.float64, order="C")
         if type(data) is simdjson.Array:
             if not narrowed.needs_checks:
                 # Numbers straight into a float64 buffer: no Python float per value.
