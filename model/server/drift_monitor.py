@@ -1,11 +1,16 @@
 """Drift of the traffic one server sees: a sliding window of recent rows against the release's profile.
 
-The window is a ring buffer of the last `window_rows` rows, one row of values per feature
-(feature-major, so that each feature's window is contiguous) plus the prediction (its class
-bin for classifiers, its value for regressors). Entering costs a copy of the row, O(features);
-the oldest row is overwritten once the ring is full. The request path only appends to a
-pending list, which is folded into the ring in one vectorised copy once FOLD_ROWS rows have
-gathered (scheduled after the response is computed) and before every scrape.
+The window is a ring buffer of the last `window_rows` rows, each row its feature values and
+its prediction (the class bin for classifiers, the value for regressors). Entering costs a copy
+of the row, O(features); the oldest row is overwritten once the ring is full. The request path
+only appends to a pending list, which is folded into the ring once FOLD_ROWS rows have gathered
+(scheduled after the response is computed) and before every scrape.
+
+Rows are stored as requests bring them (row-major), and a fold copies a few large requests into
+the ring as they are: a feature-major ring read each batch once per feature, and joining the
+requests first copied their rows twice. Four 1,000-row requests folded in 0.58 to 0.75 ms of CPU
+that way, 0.34 to 0.39 ms now (the app in process, 4 callers); a scrape transposes the window
+instead, once per interval.
 
 PSI and KS are computed when /metrics is scraped, by the `model.drift.Scorer` that scores a
 whole dataset, so a scrape shows exactly what `score` gives for the window's rows. Why values
@@ -36,6 +41,8 @@ log = logging.getLogger("mlops.server")
 
 FOLD_ROWS = 256
 """Pending rows that trigger a fold into the window (a scrape folds whatever is pending)."""
+_DIRECT_CHUNKS = 8
+"""Most pending requests whose rows a fold copies into the ring one by one, without joining them."""
 FOLD_SECONDS = 1.0
 """How often a worker among several folds its pending rows, for its siblings' scrapes."""
 
@@ -108,7 +115,7 @@ class DriftMonitor:
             )
         self.window_rows = window_rows
         self.scorer = Scorer.of(profile)
-        shape = (len(profile.features) + 1, window_rows)
+        shape = (window_rows, len(profile.features) + 1)
         if ring is None:
             cells, self._filled = np.zeros(shape), np.zeros(1, dtype=np.int64)
         else:
@@ -116,8 +123,8 @@ class DriftMonitor:
             self._filled = np.lib.format.open_memmap(
                 _filled_path(ring), mode="w+", dtype=np.int64, shape=(1,)
             )
-        self._values = cells[:-1]
-        self._predictions = cells[-1]
+        self._values = cells[:, :-1]
+        self._predictions = cells[:, -1]
         """Class bins (classification) or predicted values (regression)."""
         self._head = 0
         self._siblings = list(siblings)
@@ -149,26 +156,37 @@ class DriftMonitor:
             if not pending_X:
                 return
             self._pending_X, self._pending_predictions, self._pending_rows, self._fold_due = [], [], 0, False
-            X = pending_X[0] if len(pending_X) == 1 else np.concatenate(pending_X)
             predictions = (
                 pending_predictions[0]
                 if len(pending_predictions) == 1
                 else np.concatenate(pending_predictions)
-            )
-            X, predictions = X[-self.window_rows :], predictions[-self.window_rows :]
+            )[-self.window_rows :]
             if isinstance(self.scorer.prediction, ClassBins):
                 predictions = self.scorer.prediction.locate(predictions)
             elif self.scorer.prediction is None:
-                predictions = np.zeros(len(X))
-            # Up to the ring's end, then from its start: two slice copies, no fancy indexing.
-            head, rows = self._head, len(X)
-            first = min(rows, self.window_rows - head)
-            self._values[:, head : head + first] = X[:first].T
-            self._predictions[head : head + first] = predictions[:first]
-            self._values[:, : rows - first] = X[first:].T
-            self._predictions[: rows - first] = predictions[first:]
-            self._head = (head + rows) % self.window_rows
-            self._filled[0] = min(self.window_rows, int(self._filled[0]) + rows)
+                predictions = np.zeros(len(predictions))
+            # A few batches go into the ring as they are: joining them first copied every row
+            # twice. Many small requests are joined: one copy beats hundreds of tiny ones.
+            chunks = pending_X if len(pending_X) <= _DIRECT_CHUNKS else [np.concatenate(pending_X)]
+            skip, done = sum(len(X) for X in chunks) - len(predictions), 0
+            for X in chunks:
+                if skip >= len(X):
+                    skip -= len(X)
+                    continue
+                X, skip = X[skip:], 0
+                self._write(X, predictions[done : done + len(X)])
+                done += len(X)
+            self._filled[0] = min(self.window_rows, int(self._filled[0]) + done)
+
+    def _write(self, X: np.ndarray, predictions: np.ndarray) -> None:
+        """Rows (at most the window's) at the ring's head: up to its end, then from its start."""
+        head, rows = self._head, len(X)
+        first = min(rows, self.window_rows - head)
+        self._values[head : head + first] = X[:first]
+        self._predictions[head : head + first] = predictions[:first]
+        self._values[: rows - first] = X[first:]
+        self._predictions[: rows - first] = predictions[first:]
+        self._head = (head + rows) % self.window_rows
 
     def window(self) -> tuple[np.ndarray, np.ndarray]:
         """A copy of the window's rows (features x rows) and predictions, pending rows folded in.
@@ -178,14 +196,15 @@ class DriftMonitor:
         self.fold()
         with self._lock:
             filled = int(self._filled[0])
-            values, predictions = [self._values[:, :filled].copy()], [self._predictions[:filled].copy()]
+            values = [np.ascontiguousarray(self._values[:filled].T)]
+            predictions = [self._predictions[:filled].copy()]
         for ring in self._siblings:
             try:
                 cells, filled = np.load(ring, mmap_mode="r"), int(np.load(_filled_path(ring))[0])
             except (OSError, ValueError, IndexError):  # that worker has not loaded (or written) yet
                 continue
-            values.append(np.array(cells[:-1, :filled]))
-            predictions.append(np.array(cells[-1, :filled]))
+            values.append(np.ascontiguousarray(cells[:filled, :-1].T))
+            predictions.append(np.array(cells[:filled, -1]))
         if len(values) == 1:
             return values[0], predictions[0]
         return np.concatenate(values, axis=1), np.concatenate(predictions)

@@ -136,15 +136,24 @@ def test_rejected_requests_do_not_enter_the_window(classifier: TrainedRelease) -
 
 
 @pytest.mark.parametrize("which", ["classifier", "regressor"])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        # folds of 266 rows from many requests, joined first; not a multiple of 333
+        (1, 7, 30),
+        # folds of two requests copied one by one, 410 rows: the first one's oldest rows skipped
+        (150, 260),
+    ],
+)
 def test_window_figures_equal_model_drift_scoring_the_same_rows(
-    which: str, trained: dict[str, TrainedRelease]
+    which: str, sizes: tuple[int, ...], trained: dict[str, TrainedRelease]
 ) -> None:
     release = trained[which]
     # 842 rows through a 333-row window: several folds, the ring wrapping more than once.
     shifted = release.shifted([release.features.columns[2]])
     mixed = pd.concat([release.features.iloc[:400], shifted.iloc[:442]])
     with serving(release.folder, window_rows=333) as client:
-        predictions = send(client, mixed, sizes=(1, 7, 30))  # folds of 266 rows: not a multiple of 333
+        predictions = send(client, mixed, sizes=sizes)
         metrics = drift_metrics(client)
     expected = score(release.profile, mixed.iloc[-333:], predictions[-333:])
     assert metrics["mlops_server_drift_window_rows"][""] == 333
