@@ -66,20 +66,42 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (mlflow serves from a child)."""
-    pids, total = [pid], 0
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (mlflow serves from a child, ours from workers)."""
+    pids, found = [pid], []
     while pids:
         current = pids.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    total = 0
+    for current in tree_pids(pid):
         try:
             status = Path(f"/proc/{current}/status").read_text()
             total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pids.extend(int(c) for c in children)
         except (OSError, AttributeError):
             continue
     return total / 1024
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its living descendants so far."""
+    ticks = 0
+    for current in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _body(columns: list[str], rows: list[list[float]]) -> bytes:
