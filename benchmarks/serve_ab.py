@@ -1,13 +1,16 @@
 """Benchmark: this working tree's model server against another revision's, alternating, same run.
 
     .venv/bin/python -m benchmarks.serve_ab --base REV [--model logistic_regression] [--pairs 5]
+        [--workers 1]
 
 Why alternating pairs: this machine's speed moves by 2x within minutes, so figures from runs
 minutes apart cannot be compared. Both servers stay up (an idle one costs nothing) and each load
 runs on both back to back, in alternating order; the ratio of each pair is printed, and their
-median. The base revision is checked out into a temporary git worktree, and each side trains
-its own release with its own code (`benchmarks/serve_models.py`: the release format changes
-between revisions); both use the same data and the same request bodies.
+median, with each side's server CPU per request (its process tree's user and system time over
+the requests served: steadier than rates when the machine's speed moves). The base revision is
+checked out into a temporary git worktree, and each side trains its own release with its own
+code (`benchmarks/serve_models.py`: the release format changes between revisions); both use the
+same data and the same request bodies.
 
 Loads (wrk, V2 inference protocol): single-row JSON at concurrency 1, 8 and 32; 1,000- and
 10,000-row batches at concurrency 4 as JSON and as binary tensors. Not a test: it asserts
@@ -30,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.serve_models import MODEL_NAMES
-from benchmarks.serve_vs_mlflow import WrkResult, _first_answer, _free_port, _stop, launch_ours, run_wrk
+from benchmarks.serve_vs_mlflow import (
+    WrkResult,
+    _first_answer,
+    _free_port,
+    _stop,
+    launch_ours,
+    run_wrk,
+    tree_cpu_seconds,
+)
 from benchmarks.serve_vs_peers import REPO, _rows, write_http_bodies
 
 LOADS = (
@@ -53,6 +64,8 @@ class Side:
     url: str = ""
     proc: subprocess.Popen[bytes] | None = None
     results: dict[str, list[WrkResult]] = field(default_factory=dict)
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)
+    """Per load, server CPU milliseconds per request of each run."""
 
 
 def train(side: Side, workdir: Path, model: str) -> None:
@@ -66,10 +79,11 @@ def train(side: Side, workdir: Path, model: str) -> None:
     (side.release,) = (p.parent for p in (workdir / "artifacts" / MODEL_NAMES[model]).glob("*/release.json"))
 
 
-def start(side: Side, model_name: str, single: bytes, log: Path) -> None:
+def start(side: Side, model_name: str, single: bytes, log: Path, workers: int) -> None:
     port = _free_port()
     started = time.monotonic()
-    side.proc = launch_ours(side.release, "--grpc-port", "0", tree=side.tree)(port, log)
+    flags = ("--grpc-port", "0", "--workers", str(workers))
+    side.proc = launch_ours(side.release, *flags, tree=side.tree)(port, log)
     side.url = f"http://127.0.0.1:{port}/v2/models/{model_name}/infer"
     seconds = _first_answer(side.url, single, side.proc, started, 120)
     print(f"{side.name}: answering after {seconds:.2f}s ({side.tree})", flush=True)
@@ -100,8 +114,12 @@ def run_pairs(
             kind, size, connections = load
             path, headers = bodies[kind, size]
             for side in sides if pair % 2 == 0 else sides[::-1]:
+                assert side.proc is not None
+                before = tree_cpu_seconds(side.proc.pid)
                 result = run_wrk(side.url, path, connections, duration, headers, 20)
+                cpu_ms = 1000 * (tree_cpu_seconds(side.proc.pid) - before) / max(result.rps * duration, 1)
                 side.results.setdefault(_label(load), []).append(result)
+                side.cpu_ms.setdefault(_label(load), []).append(cpu_ms)
         print(f"pair {pair + 1} of {pairs} done", flush=True)
 
 
@@ -109,9 +127,10 @@ def report(sides: tuple[Side, Side]) -> dict[str, dict[str, Any]]:
     ours, base = sides
     table: dict[str, dict[str, Any]] = {}
     print(
-        f"\n| load | rows/s, {ours.name} | rows/s, {base.name} | ratio (median of pairs) | pairs | p99 ms |"
+        f"\n| load | rows/s, {ours.name} | rows/s, {base.name} | ratio (median of pairs) | pairs | p99 ms "
+        "| CPU ms/request |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for load in LOADS:
         label, size = _label(load), load[1]
         a, b = ours.results[label], base.results[label]
@@ -123,11 +142,13 @@ def report(sides: tuple[Side, Side]) -> dict[str, dict[str, Any]]:
             "pairs": [round(r, 2) for r in ratios],
             "p99_ms": [statistics.median(r.p99_ms for r in a), statistics.median(r.p99_ms for r in b)],
             "errors": sum(r.errors for r in a + b),
+            "cpu_ms_per_request": [statistics.median(side.cpu_ms[label]) for side in sides],
         }
         table[label] = row
         print(
             f"| {label} | {row['ours_rows_per_s']:.0f} | {row['base_rows_per_s']:.0f} | {row['ratio']:.2f}x "
-            f"| {row['pairs']} | {row['p99_ms'][0]:.2f} / {row['p99_ms'][1]:.2f} |"
+            f"| {row['pairs']} | {row['p99_ms'][0]:.2f} / {row['p99_ms'][1]:.2f} "
+            f"| {row['cpu_ms_per_request'][0]:.3f} / {row['cpu_ms_per_request'][1]:.3f} |"
         )
     return table
 
@@ -163,6 +184,7 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODEL_NAMES), default="logistic_regression")
     parser.add_argument("--pairs", type=int, default=5, help="alternating pairs per load (median)")
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--workers", type=int, default=1, help="server processes on each side")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     with trained_sides(args.base, args.model, "serve-ab-") as (sides, bodies):
@@ -174,6 +196,7 @@ def main() -> None:
                     model_name,
                     bodies["json", 1][0].read_bytes(),
                     side.release.parent / f"server-{i}.log",
+                    args.workers,
                 )
             run_pairs(sides, bodies, args.pairs, args.duration)
         finally:
@@ -184,7 +207,13 @@ def main() -> None:
     if args.json_out:
         args.json_out.write_text(
             json.dumps(
-                {"base": sides[1].name.removeprefix("base "), "model": args.model, "loads": table}, indent=2
+                {
+                    "base": sides[1].name.removeprefix("base "),
+                    "model": args.model,
+                    "workers": args.workers,
+                    "loads": table,
+                },
+                indent=2,
             )
         )
 

@@ -28,7 +28,7 @@ from model.server.loader import LoadedRelease, RetryPolicy, load_release
 from model.server.metrics import ServerMetrics
 from model.server.settings import ServerSettings
 from model.server.tensors import HEADER_LENGTH, encode_output, output_datatype, split_binary_body
-from model.server.workers import METRICS_DIR, WorkerSlot
+from model.server.workers import METRICS_DIR, WorkerSlot, usable_cpus
 
 if TYPE_CHECKING:
     from model.server.grpc_service import GrpcServer
@@ -173,13 +173,7 @@ class ServerApp:
             log.error("model not loaded, the server stays unready: %s", self.failure)
             return
         self.decoder = decoder
-        self._batcher = MicroBatcher(
-            release.runtime.predict,
-            self.settings.batch_combined_rows,
-            self.settings.batch_wait_ms / 1000,
-            lambda: self._arriving,
-            self._observe_batch,
-        )
+        self._batcher = self._new_batcher(release)
         self._headers = [
             (b"x-mlops-release-id", release.release_id.encode()),
             (b"x-mlops-model-version", release.model_version.encode()),
@@ -224,6 +218,26 @@ class ServerApp:
             self, settings.host, settings.grpc_port, settings.max_body_bytes
         )
         log.info("gRPC (Open Inference Protocol) on %s:%d", settings.host, self.grpc.port)
+
+    def _new_batcher(self, release: LoadedRelease) -> MicroBatcher:
+        # Long model calls go to a thread only when this process has a core to itself and one
+        # to spare: with a worker per core, the hop costs CPU that the other workers need.
+        cpus = usable_cpus()
+        offload = self.settings.workers < cpus
+        log.info(
+            "model calls longer than a thread hop run %s (%d server processes, %.3g CPUs)",
+            "on a worker thread" if offload else "on the event loop",
+            self.settings.workers,
+            cpus,
+        )
+        return MicroBatcher(
+            release.runtime.predict,
+            self.settings.batch_combined_rows,
+            self.settings.batch_wait_ms / 1000,
+            lambda: self._arriving,
+            self._observe_batch,
+            offload=offload,
+        )
 
     def _observe_batch(self, rows: int, requests: int) -> None:
         self.metrics.batch_rows.observe(rows)

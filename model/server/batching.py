@@ -4,7 +4,9 @@ The wait is adaptive: the batcher only waits when other requests are already bei
 decoded (so they are about to arrive), never for a lone request, and never longer than
 `max_wait`. Calls the model finishes sooner than a thread hop (a few rows, or any batch of a
 linear model, by the time per row measured on earlier calls) run on the event loop; longer
-ones run on one worker thread so that decoding continues meanwhile.
+ones run on one worker thread so that decoding continues meanwhile, when the process has a core
+to spare for it (`offload`). Without one, the thread only takes turns with the event loop, and
+the hop itself (a wake-up, and the rows read on another core) costs more than it saves.
 
 A model call takes at most `max_rows` rows, or more when the model's measured time per row says
 they still take under CALL_SECONDS (a linear model's 10,000 rows take half a millisecond; cutting
@@ -60,6 +62,7 @@ class MicroBatcher:
         arriving: Callable[[], int],
         observe: Callable[[int, int], None],
         clock: Callable[[], float] = time.perf_counter,
+        offload: bool = True,
     ) -> None:
         self._predict = predict
         self._clock = clock
@@ -72,7 +75,7 @@ class MicroBatcher:
         """Rows queued and not yet handed to the model."""
         self._signal: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-predict")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mlops-predict") if offload else None
         self._row_seconds: float | None = None
         """Model seconds per row, a moving average over calls of more than INLINE_ROWS rows (fixed
         costs included: an overestimate)."""
@@ -97,7 +100,8 @@ class MicroBatcher:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         signal = self._signal
@@ -138,13 +142,14 @@ class MicroBatcher:
         X = job.X[start:stop] if len(batch) == 1 else np.concatenate([j.X[a:b] for j, a, b in batch])
         self._observe(rows, len(batch))
         per_row = self._row_seconds
+        executor = self._executor
         inline = rows <= INLINE_ROWS or (per_row is not None and rows * per_row < INLINE_SECONDS)
         try:
-            if inline:
+            if inline or executor is None:
                 result, seconds = self._timed(X)
             else:
                 loop = asyncio.get_running_loop()
-                result, seconds = await loop.run_in_executor(self._executor, self._timed, X)
+                result, seconds = await loop.run_in_executor(executor, self._timed, X)
         except Exception as exc:
             for job, _, _ in batch:
                 if not job.future.done():

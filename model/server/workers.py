@@ -33,7 +33,7 @@ from types import FrameType
 
 from model.server.settings import ServerSettings, configure_logging
 
-__all__ = ["METRICS_DIR", "WorkerSlot", "listening_socket", "supervise"]
+__all__ = ["METRICS_DIR", "WorkerSlot", "listening_socket", "supervise", "usable_cpus"]
 
 log = logging.getLogger("mlops.server")
 
@@ -43,6 +43,7 @@ _STOP_MARGIN = 5.0
 """Seconds past the drain time before a worker that has not exited is killed."""
 _POLL_SECONDS = 0.1
 _PR_SET_PDEATHSIG = 1
+_CGROUP = Path("/sys/fs/cgroup")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,27 @@ class WorkerSlot:
 
     def all_ready(self) -> bool:
         return all(self.ready_marker(i).exists() for i in range(self.count))
+
+
+def usable_cpus(cgroup: Path = _CGROUP) -> float:
+    """The CPUs this process may use: its cgroup's CPU quota (what a pod's CPU limit sets), or
+    without one the cores it may run on. A container sees every core of its node in
+    `os.cpu_count()` whatever its limit."""
+    cores = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()  # cgroup v2: "max 100000" when unlimited
+    except (OSError, ValueError):
+        try:  # cgroup v1: -1 when unlimited
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return cores
+    if quota in ("max", "-1"):
+        return cores
+    try:
+        return min(cores, int(quota) / int(period))
+    except (ValueError, ZeroDivisionError):
+        return cores
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

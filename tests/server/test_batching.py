@@ -16,7 +16,7 @@ from model.server.errors import RequestError
 
 
 def _calls(
-    seconds: Callable[[int], float], rows: int, requests: int, max_rows: int = 10_000
+    seconds: Callable[[int], float], rows: int, requests: int, max_rows: int = 10_000, offload: bool = True
 ) -> list[tuple[str, int]]:
     """(thread, rows) of each model call for `requests` sequential requests of `rows` rows, on a
     model whose call of n rows takes `seconds(n)` by the batcher's clock (a clock of the test's
@@ -30,7 +30,9 @@ def _calls(
         return Prediction(X[:, 0].copy(), None)
 
     async def run() -> None:
-        batcher = MicroBatcher(predict, max_rows, 0.0, lambda: 0, lambda _r, _n: None, clock=lambda: now[0])
+        batcher = MicroBatcher(
+            predict, max_rows, 0.0, lambda: 0, lambda _r, _n: None, clock=lambda: now[0], offload=offload
+        )
         try:
             for _ in range(requests):
                 X = np.arange(rows, dtype=np.float64).reshape(-1, 1)
@@ -42,9 +44,9 @@ def _calls(
     return calls
 
 
-def _threads_used(seconds_per_call: float, rows: int, calls: int) -> list[str]:
+def _threads_used(seconds_per_call: float, rows: int, calls: int, offload: bool = True) -> list[str]:
     """The thread each model call ran on, for a model whose calls take `seconds_per_call`."""
-    return [thread for thread, _ in _calls(lambda _n: seconds_per_call, rows, calls)]
+    return [thread for thread, _ in _calls(lambda _n: seconds_per_call, rows, calls, offload=offload)]
 
 
 def test_quick_large_calls_run_inline_slow_ones_on_the_worker() -> None:
@@ -59,6 +61,14 @@ def test_quick_large_calls_run_inline_slow_ones_on_the_worker() -> None:
     assert all(name.startswith("mlops-predict") for name in slow)
     # A few rows always run inline.
     assert _threads_used(0.003, INLINE_ROWS, 2) == [threading.main_thread().name] * 2
+
+
+def test_without_a_core_to_spare_every_call_runs_inline() -> None:
+    # A worker per core (offload off): a forest's long calls stay on the event loop too, in
+    # slices as before.
+    calls = _calls(lambda n: 0.003 * n / 1000, 3000, 3, max_rows=1000, offload=False)
+    assert {thread for thread, _ in calls} == {threading.main_thread().name}
+    assert [rows for _, rows in calls][:3] == [1000, 1000, 1000]
 
 
 def _call_sizes(seconds_per_row: float, rows: int, requests: int, max_rows: int) -> list[int]:

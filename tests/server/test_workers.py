@@ -18,6 +18,7 @@ from open_inference.grpc.service import GRPCInferenceServiceStub
 from starlette.testclient import TestClient
 
 from model.server import ServerSettings, create_app
+from model.server.workers import usable_cpus
 from tests.server.conftest import (
     REPO,
     Release,
@@ -68,6 +69,9 @@ def test_workers_share_the_ports_the_counts_and_the_drift_window(
             for row in frame.to_numpy()
         ]
         assert answers == want
+        # A worker per core has no core to spare for a model thread (CI's machine has two).
+        where = "on a worker thread" if usable_cpus() > 2 else "on the event loop"
+        assert server.log_text().count(f"model calls longer than a thread hop run {where}") == 2
         channel = grpc.insecure_channel(server.grpc_target)
         assert GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest()).ready
         channel.close()
@@ -145,3 +149,24 @@ def test_bad_worker_settings_are_refused(flags: list[str], message: str) -> None
         timeout=60,
     )
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "want"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # a pod limited to 1.5 CPUs (cgroup v2)
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the cores it may run on
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup CPU controller in view
+        ({"cpu.max": "1000000 100000\n"}, None),  # a limit above the cores it may run on
+    ],
+)
+def test_usable_cpus_follow_the_pods_cpu_limit(
+    tmp_path: Path, files: dict[str, str], want: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cores = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == (cores if want is None else min(want, cores))
