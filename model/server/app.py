@@ -220,8 +220,9 @@ class ServerApp:
         log.info("gRPC (Open Inference Protocol) on %s:%d", settings.host, self.grpc.port)
 
     def _new_batcher(self, release: LoadedRelease) -> MicroBatcher:
-        # Long model calls go to a thread only when this process has a core to itself and one
-        # to spare: with a worker per core, the hop costs CPU that the other workers need.
+        # Long model calls go to a thread only while the pod has more CPUs than server
+        # processes: with a worker per CPU the thread has no core of its own, and the hop costs
+        # CPU that the workers need.
         cpus = usable_cpus()
         offload = self.settings.workers < cpus
         log.info(
