@@ -38,6 +38,7 @@ from benchmarks.serve_vs_mlflow import (
     _first_answer,
     _free_port,
     _stop,
+    cpu_ms_per_request,
     launch_ours,
     run_wrk,
     tree_cpu_seconds,
@@ -117,7 +118,7 @@ def run_pairs(
                 assert side.proc is not None
                 before = tree_cpu_seconds(side.proc.pid)
                 result = run_wrk(side.url, path, connections, duration, headers, 20)
-                cpu_ms = 1000 * (tree_cpu_seconds(side.proc.pid) - before) / max(result.rps * duration, 1)
+                cpu_ms = cpu_ms_per_request(side.proc.pid, before, result.rps * duration)
                 side.results.setdefault(_label(load), []).append(result)
                 side.cpu_ms.setdefault(_label(load), []).append(cpu_ms)
         print(f"pair {pair + 1} of {pairs} done", flush=True)

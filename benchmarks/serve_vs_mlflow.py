@@ -104,6 +104,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ms_per_request(pid: int, cpu_before: float, requests: float) -> float:
+    """Milliseconds of the process tree's CPU per request since `cpu_before` (its
+    `tree_cpu_seconds` when the requests started)."""
+    return 1000 * (tree_cpu_seconds(pid) - cpu_before) / max(requests, 1)
+
+
 def _body(columns: list[str], rows: list[list[float]]) -> bytes:
     return json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
 

@@ -39,6 +39,7 @@ from benchmarks.serve_vs_mlflow import (
     _first_answer,
     _free_port,
     _stop,
+    cpu_ms_per_request,
     launch_ours,
     run_wrk,
     tree_cpu_seconds,
@@ -148,7 +149,7 @@ def _measure(load: Load, servers: tuple[Server, Server], args: argparse.Namespac
         for server in servers if round_ % 2 == 0 else servers[::-1]:
             before = tree_cpu_seconds(server.proc.pid)
             rate = _rate(server, load, args)
-            cpu_ms = 1000 * (tree_cpu_seconds(server.proc.pid) - before) / max(rate * args.duration, 1)
+            cpu_ms = cpu_ms_per_request(server.proc.pid, before, rate * args.duration)
             load.runs.setdefault(server.name, []).append((rate, cpu_ms))
         rate, cpu_ms = load.runs["ours"][-1]
         print(
