@@ -10,6 +10,7 @@ from types import FrameType
 import uvicorn
 
 from model.server.app import ServerApp, create_app
+from model.server.malloc import keep_freed_memory
 from model.server.settings import ServerSettings, configure_logging
 from model.server.workers import listening_socket, supervise
 
@@ -67,6 +68,7 @@ def serve(settings: ServerSettings) -> None:
         supervise(settings)
         return
     configure_logging(settings)
+    keep_freed_memory()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

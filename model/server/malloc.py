@@ -1,0 +1,44 @@
+"""glibc's allocator, told to keep the memory of freed request bodies for the next request.
+
+With glibc's defaults a request body of a megabyte or more (a 10,000-row batch is 0.8-1.6 MB)
+is mapped afresh for each request and unmapped after it, or the heap is trimmed back to the
+kernel between requests, and every 4 KB page of the next body costs a page fault: 170-410 per
+10,000-row binary request, a third to a half of the server's CPU for it (`perf` and
+/proc/<pid>/stat; docs/serving.md has the figures). Keeping those pages in the process costs
+no more memory than its busiest moment already took.
+
+`GLIBC_TUNABLES` with any `glibc.malloc.` setting wins: the server then leaves malloc as
+configured. Other C libraries (musl) have no `mallopt` and are left alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "keep_freed_memory"]
+
+log = logging.getLogger("mlops.server")
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+"""Allocations below this come from the heap, not a fresh mapping: glibc's most on 64-bit,
+above the default 16 MB body limit."""
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+"""Free memory at the top of the heap kept before it goes back to the kernel."""
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's mmap and trim thresholds for this process; whether they were set."""
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        log.info("GLIBC_TUNABLES sets malloc: leaving its thresholds as given")
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    )
