@@ -501,10 +501,8 @@ class ServerApp:
     async def predict(self, batcher: MicroBatcher, X: np.ndarray) -> Prediction:
         self.metrics.request_rows.observe(len(X))
         result = await batcher.predict(X)
-        drift = self.drift
-        if drift is not None and drift.record(X, result.values):
-            # Folding the gathered rows into the window waits until this response is on its way.
-            asyncio.get_running_loop().call_soon(drift.fold)
+        if self.drift is not None:
+            self.drift.record(X, result.values)
         return result
 
     async def _invocations(self, scope: Scope, receive: Receive) -> _Reply:

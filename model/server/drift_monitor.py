@@ -3,8 +3,12 @@
 The window is a ring buffer of the last `window_rows` rows, each row its feature values and
 its prediction (the class bin for classifiers, the value for regressors). Entering costs a copy
 of the row, O(features); the oldest row is overwritten once the ring is full. The request path
-only appends to a pending list, which is folded into the ring once FOLD_ROWS rows have gathered
-(scheduled after the response is computed) and before every scrape.
+only appends the request's arrays to a pending queue, and drops from it the oldest requests whose
+rows newer ones have pushed out of the window's reach; the queue is folded into the ring before
+every scrape and, in a worker among several, every FOLD_SECONDS for its siblings' scrapes. So a
+large batch costs the request path nothing but a reference (folding each 10,000-row request as
+it came copied a window of rows per request; most were overwritten before any scrape read
+them), and the queue holds at most a window of rows plus one request.
 
 Rows are stored as requests bring them (row-major), and a fold copies a few large requests into
 the ring as they are: a feature-major ring read each batch once per feature, and joining the
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +40,10 @@ from model.artifact import PROFILE_FILE
 from model.drift import ClassBins, DriftError, FeatureDrift, ReferenceProfile, Scorer, read_profile
 from model.server.workers import WorkerSlot
 
-__all__ = ["FOLD_ROWS", "FOLD_SECONDS", "DriftMonitor", "DriftSnapshot", "open_monitor"]
+__all__ = ["FOLD_SECONDS", "DriftMonitor", "DriftSnapshot", "open_monitor"]
 
 log = logging.getLogger("mlops.server")
 
-FOLD_ROWS = 256
-"""Pending rows that trigger a fold into the window (a scrape folds whatever is pending)."""
 _DIRECT_CHUNKS = 8
 """Most pending requests whose rows a fold copies into the ring one by one, without joining them."""
 FOLD_SECONDS = 1.0
@@ -130,24 +133,23 @@ class DriftMonitor:
         self._siblings = list(siblings)
         # Two lists of arrays rather than one of tuples: arrays are not tracked by the cyclic
         # garbage collector, tuples would be, and would survive into its older generations.
-        self._pending_X: list[np.ndarray] = []
-        self._pending_predictions: list[np.ndarray] = []
+        self._pending_X: deque[np.ndarray] = deque()
+        self._pending_predictions: deque[np.ndarray] = deque()
         self._pending_rows = 0
-        self._fold_due = False
         # Requests fold on the event loop, scrapes read from a worker thread: the lock keeps a
         # scrape from copying the ring halfway through a fold.
         self._lock = threading.Lock()
 
-    def record(self, X: np.ndarray, predictions: np.ndarray) -> bool:
-        """Queue a request's rows and predictions; True when the caller should schedule `fold`."""
+    def record(self, X: np.ndarray, predictions: np.ndarray) -> None:
+        """Queue a request's rows and predictions, dropping queued requests newer rows replace."""
         with self._lock:
-            self._pending_X.append(X)
-            self._pending_predictions.append(predictions)
+            pending_X, pending_predictions = self._pending_X, self._pending_predictions
+            pending_X.append(X)
+            pending_predictions.append(predictions)
             self._pending_rows += len(X)
-            if self._pending_rows < FOLD_ROWS or self._fold_due:
-                return False
-            self._fold_due = True
-            return True
+            while self._pending_rows - len(pending_X[0]) >= self.window_rows:
+                self._pending_rows -= len(pending_X.popleft())
+                pending_predictions.popleft()
 
     def fold(self) -> None:
         """Copy pending rows into the ring, overwriting the oldest once it is full."""
@@ -155,7 +157,7 @@ class DriftMonitor:
             pending_X, pending_predictions = self._pending_X, self._pending_predictions
             if not pending_X:
                 return
-            self._pending_X, self._pending_predictions, self._pending_rows, self._fold_due = [], [], 0, False
+            self._pending_X, self._pending_predictions, self._pending_rows = deque(), deque(), 0
             predictions = (
                 pending_predictions[0]
                 if len(pending_predictions) == 1
@@ -167,7 +169,7 @@ class DriftMonitor:
                 predictions = np.zeros(len(predictions))
             # A few batches go into the ring as they are: joining them first copied every row
             # twice. Many small requests are joined: one copy beats hundreds of tiny ones.
-            chunks = pending_X if len(pending_X) <= _DIRECT_CHUNKS else [np.concatenate(pending_X)]
+            chunks = list(pending_X) if len(pending_X) <= _DIRECT_CHUNKS else [np.concatenate(pending_X)]
             skip, done = sum(len(X) for X in chunks) - len(predictions), 0
             for X in chunks:
                 if skip >= len(X):

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from model.drift import score
-from model.server import ServerSettings, create_app
+from model.server import ServerApp, ServerSettings, create_app
 from model.server.__main__ import app as server_main
 from tests.drift.conftest import TrainedRelease
 from tests.server.conftest import grpc_target, start_server, wait_live, wait_ready
@@ -106,6 +106,16 @@ def test_the_window_is_bounded_and_old_rows_leave(classifier: TrainedRelease) ->
     assert after_return["mlops_server_drift_ks"]["x3"] < 0.1
 
 
+def test_unscraped_traffic_keeps_at_most_a_window_of_rows_queued(classifier: TrainedRelease) -> None:
+    with serving(classifier.folder, window_rows=300) as client:
+        app = client.app
+        assert isinstance(app, ServerApp) and app.drift is not None
+        for start in range(0, 2000, 50):
+            predict(client, classifier.features.iloc[start : start + 50])
+            assert app.drift._pending_rows < 300 + 50
+        assert drift_metrics(client)["mlops_server_drift_window_rows"][""] == 300
+
+
 def test_window_zero_exports_no_drift_series(classifier: TrainedRelease) -> None:
     with serving(classifier.folder, window_rows=0) as client:
         send(client, classifier.features.iloc[:100])
@@ -139,9 +149,10 @@ def test_rejected_requests_do_not_enter_the_window(classifier: TrainedRelease) -
 @pytest.mark.parametrize(
     "sizes",
     [
-        # folds of 266 rows from many requests, joined first; not a multiple of 333
+        # many requests per fold, joined first
         (1, 7, 30),
-        # folds of two requests copied one by one, 410 rows: the first one's oldest rows skipped
+        # a few requests per fold, copied one by one, the oldest one's first rows skipped (and
+        # queued requests whose rows newer ones replace dropped before any fold)
         (150, 260),
     ],
 )
@@ -149,12 +160,15 @@ def test_window_figures_equal_model_drift_scoring_the_same_rows(
     which: str, sizes: tuple[int, ...], trained: dict[str, TrainedRelease]
 ) -> None:
     release = trained[which]
-    # 842 rows through a 333-row window: several folds, the ring wrapping more than once.
+    # 842 rows through a 333-row window, scraped (so folded) after every 280: the ring wraps.
     shifted = release.shifted([release.features.columns[2]])
     mixed = pd.concat([release.features.iloc[:400], shifted.iloc[:442]])
     with serving(release.folder, window_rows=333) as client:
-        predictions = send(client, mixed, sizes=sizes)
-        metrics = drift_metrics(client)
+        parts = []
+        for start in range(0, len(mixed), 280):
+            parts.append(send(client, mixed.iloc[start : start + 280], sizes=sizes))
+            metrics = drift_metrics(client)
+        predictions = np.concatenate(parts)
     expected = score(release.profile, mixed.iloc[-333:], predictions[-333:])
     assert metrics["mlops_server_drift_window_rows"][""] == 333
     for feature in expected.features:
