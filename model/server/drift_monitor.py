@@ -131,13 +131,13 @@ class DriftMonitor:
         """Class bins (classification) or predicted values (regression)."""
         self._head = 0
         self._siblings = list(siblings)
-        # Two lists of arrays rather than one of tuples: arrays are not tracked by the cyclic
+        # Two queues of arrays rather than one of tuples: arrays are not tracked by the cyclic
         # garbage collector, tuples would be, and would survive into its older generations.
         self._pending_X: deque[np.ndarray] = deque()
         self._pending_predictions: deque[np.ndarray] = deque()
         self._pending_rows = 0
-        # Requests fold on the event loop, scrapes read from a worker thread: the lock keeps a
-        # scrape from copying the ring halfway through a fold.
+        # Requests queue (and workers fold) on the event loop, scrapes fold and read from a
+        # worker thread: the lock keeps either from seeing the other's work half done.
         self._lock = threading.Lock()
 
     def record(self, X: np.ndarray, predictions: np.ndarray) -> None:

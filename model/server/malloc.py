@@ -2,9 +2,9 @@
 
 With glibc's defaults a request body of a megabyte or more (a 10,000-row batch is 0.8-1.6 MB)
 is mapped afresh for each request and unmapped after it, or the heap is trimmed back to the
-kernel between requests, and every 4 KB page of the next body costs a page fault: 170-410 per
-10,000-row binary request, a third to a half of the server's CPU for it (`perf` and
-/proc/<pid>/stat; docs/serving.md has the figures). Keeping those pages in the process costs
+kernel between requests, and every 4 KB page of the next body costs a page fault: 160-480 per
+10,000-row binary request under four clients, about a third of the server's CPU for it
+(/proc/<pid>/stat; docs/serving.md has the figures). Keeping those pages in the process costs
 no more memory than its busiest moment already took.
 
 `GLIBC_TUNABLES` with any `glibc.malloc.` setting wins: the server then leaves malloc as
