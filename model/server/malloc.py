@@ -7,8 +7,9 @@ kernel between requests, and every 4 KB page of the next body costs a page fault
 (/proc/<pid>/stat; docs/serving.md has the figures). Keeping those pages in the process costs
 no more memory than its busiest moment already took.
 
-`GLIBC_TUNABLES` with any `glibc.malloc.` setting wins: the server then leaves malloc as
-configured. Other C libraries (musl) have no `mallopt` and are left alone.
+A `GLIBC_TUNABLES` that sets either threshold wins: the server then leaves both as given (other
+malloc tunables, such as `arena_max`, do not touch them). Other C libraries (musl) have no
+`mallopt` and are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "keep_freed_memory"]
 
 log = logging.getLogger("mlops.server")
 
+_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
@@ -32,8 +34,9 @@ TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds for this process; whether they were set."""
-    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        log.info("GLIBC_TUNABLES sets malloc: leaving its thresholds as given")
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(name in tunables for name in _TUNABLES):
+        log.info("GLIBC_TUNABLES sets malloc's thresholds: leaving them as given")
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
