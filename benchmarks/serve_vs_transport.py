@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -56,11 +55,6 @@ from benchmarks.serve_vs_peers import (
 from benchmarks.serve_vs_peers import in_process as in_process_rates
 
 SIZES = (1000, 10_000)
-_BARE_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
-"""glibc settings for the bare servers: with its defaults, a process that holds little else
-maps each megabyte-sized body afresh and pays a page fault per 4 KB of it (half of the bare
-uvicorn's CPU on 10,000-row bodies, by `perf`). Our server's large heap keeps those pages, so
-the bare servers keep them too, or they would be slower than the transport is."""
 _REPLY_HEADERS = ("content-type", "inference-header-content-length")
 
 
@@ -105,10 +99,7 @@ def _start_bare(load: Load, reply: Path, headers: dict[str, str], processes: int
     command += ["--reply", str(reply), "--processes", str(processes)]
     command += [f"--header={name}={value}" for name, value in headers.items()]
     with (scratch / f"bare-{protocol}-{load.size}.log").open("ab") as log:
-        env = {**os.environ, "GLIBC_TUNABLES": _BARE_MALLOC}
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url, target = f"http://127.0.0.1:{port}/v2/models/m/infer", f"127.0.0.1:{port}"
     for _ in range(300):
         if proc.poll() is not None:
