@@ -576,7 +576,8 @@ class ServerApp:
 
 
 def _joined(chunks: list[bytes]) -> bytes:
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    # (a body read in place is a memoryview: model.server.http_protocol)
+    return chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
 
 
 def server_metadata() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from types import FrameType
 import uvicorn
 
 from model.server.app import ServerApp, create_app
+from model.server.http_protocol import BodyProtocol
 from model.server.malloc import keep_freed_memory
 from model.server.settings import ServerSettings, configure_logging
 from model.server.workers import listening_socket, supervise
@@ -74,6 +75,8 @@ def serve(settings: ServerSettings) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        # uvicorn annotates this as an asyncio.Protocol class but only calls it.
+        http=BodyProtocol.with_limit(settings.max_body_bytes),  # type: ignore[arg-type]
         lifespan="on",
         access_log=settings.access_log,
         log_config=None,

@@ -8,6 +8,7 @@ one `np.frombuffer` instead of parsing thousands of JSON numbers, and an answer 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "HEADER_LENGTH",
     "RAW_DTYPES",
     "RawOutput",
+    "binary_body_buffer",
     "encode_output",
     "output_datatype",
     "split_binary_body",
@@ -69,15 +71,23 @@ def encode_output(values: np.ndarray) -> RawOutput:
     return RawOutput(datatype, b"".join(parts))
 
 
-def split_binary_body(chunks: list[bytes], declared: bytes) -> tuple[bytes, memoryview]:
+def binary_body_buffer(size: int, header_length: int) -> memoryview:
+    """A writable buffer for a `size`-byte body whose binary section starts after `header_length`
+    bytes, placed so that the section starts on a 64-byte boundary. The first tensor read from
+    it is then aligned, and so is each one after tensors of its item size: the decoder takes
+    float64 rows as they are instead of copying them again, and checks them without numpy
+    reading unaligned values through a buffer."""
+    buffer = np.empty(size + _ALIGNMENT, dtype=np.uint8)
+    start = -(buffer.ctypes.data + header_length) % _ALIGNMENT
+    return buffer.data[start : start + size]
+
+
+def split_binary_body(chunks: Sequence[bytes | memoryview], declared: bytes) -> tuple[bytes, memoryview]:
     """The JSON header and the binary section of a body (as received, in chunks) sent with
     Inference-Header-Content-Length.
 
-    The chunks are copied into one writable buffer placed so that the binary section starts on
-    a 64-byte boundary (joining them costs that copy anyway). The first tensor read from it is
-    then aligned, and so is each one after tensors of its item size: the decoder takes float64
-    rows as they are instead of copying them again, and checks them without numpy reading
-    unaligned values through a buffer.
+    A body that came as one `binary_body_buffer` (model.server.http_protocol reads it so) is
+    split where it is; chunks are copied into a new one (joining them costs that copy anyway).
     """
     try:
         length = int(declared)
@@ -91,11 +101,19 @@ def split_binary_body(chunks: list[bytes], declared: bytes) -> tuple[bytes, memo
             f"Inference-Header-Content-Length is {length}, but the body has {size} bytes; it must "
             "give the length of the JSON header that starts the body",
         )
-    buffer = np.empty(size + _ALIGNMENT, dtype=np.uint8)
-    start = -(buffer.ctypes.data + length) % _ALIGNMENT
-    body = buffer.data[start : start + size]
-    position = 0
-    for chunk in chunks:
-        body[position : position + len(chunk)] = chunk
-        position += len(chunk)
+    if len(chunks) == 1 and _placed(chunks[0], length):
+        body = memoryview(chunks[0])
+    else:
+        body = binary_body_buffer(size, length)
+        position = 0
+        for chunk in chunks:
+            body[position : position + len(chunk)] = chunk
+            position += len(chunk)
     return bytes(body[:length]), body[length:]
+
+
+def _placed(chunk: bytes | memoryview, header_length: int) -> bool:
+    """Whether `chunk` is a writable buffer whose binary section is where binary_body_buffer puts it."""
+    if not isinstance(chunk, memoryview) or chunk.readonly:
+        return False
+    return (np.frombuffer(chunk, dtype=np.uint8).ctypes.data + header_length) % _ALIGNMENT == 0
