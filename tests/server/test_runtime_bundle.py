@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ import pytest
 
 from model.artifact import directory_checksum
 from model.estimators import Task, build_pipeline
-from model.runtime import SklearnRuntime
+from model.runtime import LinearRuntime, SklearnRuntime
 from model.runtime_bundle import RUNTIME_SUBDIR, BundleError, export_runtime, load_runtime
 from model.server.loader import load_release
 from model.spec import RegistrySettings
@@ -90,6 +90,25 @@ def test_every_compiled_estimator_round_trips(
         np.testing.assert_allclose(got.probabilities, pipeline.predict_proba(fresh), rtol=0, atol=1e-9)
     else:
         np.testing.assert_allclose(got.values, pipeline.predict(fresh), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("rows", [1, 511, 512, 513, 1000, 10_001])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize(("center", "scale"), [(True, True), (True, False), (False, True)])
+def test_the_linear_runtime_standardises_rows_exactly_as_scikit_learn(
+    rows: int, order: Literal["C", "F"], center: bool, scale: bool
+) -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(rows)
+    scaler = StandardScaler(with_mean=center, with_std=scale).fit(rng.normal(3, 2, (500, 20)))
+    mean = scaler.mean_ if center else None
+    # An identity matrix for coefficients: the scores are the standardised rows, exactly.
+    runtime = LinearRuntime(np.eye(20), np.zeros(20), mean, scaler.scale_, None)
+    X = np.asarray(rng.normal(3, 2, (rows, 20)), order=order)
+    sent = X.copy()
+    assert np.array_equal(runtime.predict(X).values, scaler.transform(X))
+    assert np.array_equal(X, sent)  # the caller's rows are left as they were
 
 
 def test_models_without_a_faster_runtime_write_nothing(tmp_path: Path) -> None:
