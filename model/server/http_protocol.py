@@ -6,14 +6,17 @@ more than 64 KiB wait there, and copies the bytearray into a new bytes object fo
 request's task, copy, resume, and the app then copies the pieces into one aligned buffer. Here:
 
 - a body of binary tensors (sent with Inference-Header-Content-Length and a Content-Length
-  within the server's limit) is read by the kernel straight into the buffer the app decodes
-  (`binary_body_buffer`), and handed to the app whole, as a memoryview of it;
+  within the server's limit) that did not come whole with its headers is read by the kernel
+  straight into the buffer the app decodes (`binary_body_buffer`), and handed to the app
+  whole, as a memoryview of it;
 - any other body is handed over in the pieces it arrived in, and reading stops only while more
   than QUEUED_BYTES wait, so a body the app reads as it comes arrives without pauses.
 
 Parsing, pipelining, keep-alive, `Expect: 100-continue` and responses stay uvicorn's. The
 protocol is a shell around uvicorn's (uvloop reads into a caller's buffer only for a protocol
-that is not an `asyncio.Protocol`, which uvicorn's is).
+that is not an `asyncio.Protocol`, which uvicorn's is), and leans on its internals: uvicorn is
+pinned (images/requirements/serving.txt), and tests/server/test_http_protocol.py is what to run
+when the pin moves.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class _Cycle(RequestResponseCycle):
 
 class _Http(HttpToolsProtocol):
     max_body_bytes = 0
+    undecided: _Cycle | None = None
+    """A request whose headers the last read completed: its body may yet be read in place."""
 
     def on_headers_complete(self) -> None:
         previous = self.cycle
@@ -79,18 +84,14 @@ class _Http(HttpToolsProtocol):
             return
         # uvicorn builds the cycle here and only schedules its task: nothing has used it yet.
         self.cycle.__class__ = _Cycle
-        cycle = cast(_Cycle, self.cycle)
+        cycle = self.undecided = cast(_Cycle, self.cycle)
         cycle.pieces = deque()
         cycle.queued = 0
+        cycle.whole = None
         cycle.filled = 0
-        cycle.whole = _binary_body(self.headers, self.max_body_bytes)
 
     def on_body(self, body: bytes) -> None:
         cycle = cast(_Cycle, self.cycle)
-        if cycle.whole is not None:
-            cycle.whole[cycle.filled : cycle.filled + len(body)] = body
-            cycle.filled += len(body)
-            return
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             return
         cycle.pieces.append(body)
@@ -100,11 +101,23 @@ class _Http(HttpToolsProtocol):
         cycle.message_event.set()
 
     def body_read_in_place(self) -> memoryview | None:
-        """What is still to come of the current request's body, when it is read in place."""
-        cycle = self.cycle
-        if not isinstance(cycle, _Cycle) or cycle.whole is None or cycle.filled == len(cycle.whole):
+        """Where the rest of the current request's body is read, if in place. Decided after the
+        read that completed its headers (its app has not run yet): a binary tensors body still
+        incomplete then moves what came of it into its buffer. A body that came whole with its
+        headers (a single row's, say) is left in its piece."""
+        cycle, self.undecided = self.undecided, None
+        if cycle is None or cycle is not self.cycle or not cycle.more_body:
             return None
-        return cycle.whole[cycle.filled :]
+        whole = _binary_body(self.headers, self.max_body_bytes)
+        if whole is None:
+            return None
+        for piece in cycle.pieces:
+            whole[cycle.filled : cycle.filled + len(piece)] = piece
+            cycle.filled += len(piece)
+        cycle.pieces.clear()
+        cycle.queued = 0
+        cycle.whole = whole
+        return whole[cycle.filled :]
 
     def body_arrived(self, nbytes: int) -> bool:
         """Count `nbytes` read in place; at the body's end, wake the app and start a new parser
@@ -159,7 +172,8 @@ class BodyProtocol(asyncio.BufferedProtocol):
         into = self._into
         if into is None:
             self._http.data_received(cast(bytes, _SCRATCH[:nbytes]))
-            self._into = self._http.body_read_in_place()
+            if self._http.undecided is not None:
+                self._into = self._http.body_read_in_place()
         elif self._http.body_arrived(nbytes):
             self._into = None
         else:

@@ -7,7 +7,6 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +44,12 @@ class Connection:
         host, port = server.url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=30)
         self.reader = self.sock.makefile("rb")
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.reader.close()
@@ -113,42 +118,33 @@ def test_a_large_binary_batch_in_many_reads_answers_like_json_on_one_connection(
 ) -> None:
     X = _rows(lr, ROWS)
     want = _answer(lr, X)
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(_request(_infer(lr), *_binary(X)), piece=48 << 10)
         assert _predictions(*conn.response()[::2]) == want
         conn.send(_request(_infer(lr), *_json(X)))
         assert _predictions(*conn.response()[::2]) == want
         conn.send(_request(_infer(lr), *_binary(X)))  # whole, in as few reads as the kernel makes
         assert _predictions(*conn.response()[::2]) == want
-    finally:
-        conn.close()
 
 
 def test_pipelined_requests_are_answered_in_order(server: ServerProcess, lr: Release) -> None:
     batches = [_rows(lr, 3000), _rows(lr, 5), _rows(lr, 4000)]
     requests = [_binary(batches[0]), _json(batches[1]), _binary(batches[2])]
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(b"".join(_request(_infer(lr), *request) for request in requests))
         for X in batches:
             assert _predictions(*conn.response()[::2]) == _answer(lr, X)
-    finally:
-        conn.close()
 
 
 def test_expect_100_continue_gets_the_body_read_in_place(server: ServerProcess, lr: Release) -> None:
     X = _rows(lr, ROWS)
     body, headers = _binary(X)
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(_request(_infer(lr), b"", {**headers, "expect": "100-continue"}, length=len(body)))
         assert conn.reader.readline().startswith(b"HTTP/1.1 100")
         assert conn.reader.readline() == b"\r\n"
         conn.send(body, piece=256 << 10)
         assert _predictions(*conn.response()[::2]) == _answer(lr, X)
-    finally:
-        conn.close()
 
 
 def test_a_chunked_binary_body_is_answered(server: ServerProcess, lr: Release) -> None:
@@ -157,32 +153,25 @@ def test_a_chunked_binary_body_is_answered(server: ServerProcess, lr: Release) -
     step = 100_000
     pieces = [body[i : i + step] for i in range(0, len(body), step)]
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(_request(_infer(lr), chunked + b"0\r\n\r\n", {**headers, "transfer-encoding": "chunked"}))
         assert _predictions(*conn.response()[::2]) == _answer(lr, X)
-    finally:
-        conn.close()
 
 
 def test_a_body_declared_over_the_limit_gets_413_before_it_is_sent(
     server: ServerProcess, lr: Release
 ) -> None:
     _, headers = _binary(_rows(lr, 1))
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(_request(_infer(lr), b"", headers, length=LIMIT + 1))
         status, _, answer = conn.response()
-    finally:
-        conn.close()
     assert status == 413
     assert orjson.loads(answer)["error_code"] == "body_too_large"
 
 
 def test_a_header_length_beyond_the_body_gets_400(server: ServerProcess, lr: Release) -> None:
     body, headers = _binary(_rows(lr, 10))
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         too_long = {**headers, "inference-header-content-length": str(len(body) + 1)}
         conn.send(_request(_infer(lr), body, too_long))
         status, _, answer = conn.response()
@@ -191,28 +180,22 @@ def test_a_header_length_beyond_the_body_gets_400(server: ServerProcess, lr: Rel
         X = _rows(lr, 10)  # the connection still serves
         conn.send(_request(_infer(lr), *_binary(X)))
         assert _predictions(*conn.response()[::2]) == _answer(lr, X)
-    finally:
-        conn.close()
 
 
 def test_a_client_leaving_mid_body_does_not_disturb_the_others(server: ServerProcess, lr: Release) -> None:
     X = _rows(lr, ROWS)
     request = _request(_infer(lr), *_binary(X))
     for cut in (len(request) // 3, len(request) - 1):
-        gone = Connection(server)
-        gone.send(request[:cut])
-        time.sleep(0.05)
-        gone.close()
-    conn = Connection(server)
-    try:
+        with Connection(server) as gone:
+            gone.send(request[:cut])
+            time.sleep(0.05)
+    with Connection(server) as conn:
         conn.send(request)
         assert _predictions(*conn.response()[::2]) == _answer(lr, X)
-    finally:
-        conn.close()
     assert "Traceback" not in server.log_text()
 
 
-def test_a_body_read_in_place_is_split_where_it_is(tmp_path: Path) -> None:
+def test_a_body_read_in_place_is_split_where_it_is() -> None:
     head = b'{"inputs": []}'
     body = binary_body_buffer(len(head) + 24, len(head))
     body[:] = head + np.arange(3, dtype="<f8").tobytes()
@@ -312,13 +295,10 @@ def test_a_request_answered_before_its_body_arrived_leaves_the_connection_servin
 ) -> None:
     X = _rows(lr, ROWS)
     request = _request("/v2/models/no-such-model/infer", *_binary(X))
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(request[: len(request) // 4])
         status, _, answer = conn.response()
         assert status == 404, answer
         conn.send(request[len(request) // 4 :], piece=256 << 10)
         conn.send(_request(_infer(lr), *_binary(X)))
         assert _predictions(*conn.response()[::2]) == _answer(lr, X)
-    finally:
-        conn.close()
