@@ -114,10 +114,7 @@ class LinearRuntime:
             X = self._standardized_in_tiles(X)
         else:
             X = X.copy()
-            if self._mean is not None:
-                X -= self._mean
-            if self._scale is not None:
-                X /= self._scale
+            _standardize(X, X, self._mean, self._scale)
         scores = X @ self._coef_t + self._intercept
         if scores.ndim > 1 and scores.shape[1] == 1:
             scores = scores.reshape(-1)
@@ -144,9 +141,10 @@ class LinearRuntime:
 
 
 def _standardize(out: np.ndarray, X: np.ndarray, mean: np.ndarray | None, scale: np.ndarray | None) -> None:
-    """`out` = (X - mean) / scale."""
+    """`out` = (X - mean) / scale (`out` may be X)."""
     if mean is None:
-        np.copyto(out, X)
+        if out is not X:
+            np.copyto(out, X)
     else:
         np.subtract(X, mean, out=out)
     if scale is not None:

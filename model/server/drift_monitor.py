@@ -169,7 +169,9 @@ class DriftMonitor:
                 predictions = np.zeros(len(predictions))
             # A few batches go into the ring as they are: joining them first copied every row
             # twice. Many small requests are joined: one copy beats hundreds of tiny ones.
-            chunks = pending_X if len(pending_X) <= _DIRECT_CHUNKS else deque([np.concatenate(pending_X)])
+            chunks: Sequence[np.ndarray] = (
+                pending_X if len(pending_X) <= _DIRECT_CHUNKS else (np.concatenate(pending_X),)
+            )
             skip, done = sum(len(X) for X in chunks) - len(predictions), 0
             for X in chunks:
                 if skip >= len(X):

@@ -108,14 +108,11 @@ class _Http(HttpToolsProtocol):
         cycle, self.undecided = self.undecided, None
         if cycle is None or cycle is not self.cycle or not cycle.more_body:
             return None
-        whole = _binary_body(self.headers, self.max_body_bytes)
+        whole = _binary_body(self.headers, self.max_body_bytes, cycle.pieces)
         if whole is None:
             return None
-        for piece in cycle.pieces:
-            whole[cycle.filled : cycle.filled + len(piece)] = piece
-            cycle.filled += len(piece)
         cycle.pieces.clear()
-        cycle.queued = 0
+        cycle.filled, cycle.queued = cycle.queued, 0
         cycle.whole = whole
         return whole[cycle.filled :]
 
@@ -180,8 +177,9 @@ class BodyProtocol(asyncio.BufferedProtocol):
             self._into = into[nbytes:]
 
 
-def _binary_body(headers: list[tuple[bytes, bytes]], limit: int) -> memoryview | None:
-    """The buffer to read a binary tensors body into, if the request declares one within `limit`."""
+def _binary_body(headers: list[tuple[bytes, bytes]], limit: int, arrived: deque[bytes]) -> memoryview | None:
+    """The buffer to read a binary tensors body into, what `arrived` of it copied in, if the
+    request declares one within `limit`."""
     size = header_length = None
     for name, value in headers:
         if name == b"content-length":
@@ -194,7 +192,7 @@ def _binary_body(headers: list[tuple[bytes, bytes]], limit: int) -> memoryview |
         return None
     if not 0 < int(header_length) <= int(size) <= limit:
         return None  # the app answers what is wrong
-    return binary_body_buffer(int(size), int(header_length))
+    return binary_body_buffer(int(size), int(header_length), arrived)
 
 
 def _parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:

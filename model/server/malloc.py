@@ -18,17 +18,17 @@ import ctypes
 import logging
 import os
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "keep_freed_memory"]
+__all__ = ["keep_freed_memory"]
 
 log = logging.getLogger("mlops.server")
 
 _TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 """Allocations below this come from the heap, not a fresh mapping: glibc's most on 64-bit,
 above the default 16 MB body limit."""
-TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+_TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 """Free memory at the top of the heap kept before it goes back to the kernel."""
 
 
@@ -43,5 +43,6 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
     )

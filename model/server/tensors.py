@@ -8,7 +8,7 @@ one `np.frombuffer` instead of parsing thousands of JSON numbers, and an answer 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,15 +71,22 @@ def encode_output(values: np.ndarray) -> RawOutput:
     return RawOutput(datatype, b"".join(parts))
 
 
-def binary_body_buffer(size: int, header_length: int) -> memoryview:
+def binary_body_buffer(
+    size: int, header_length: int, chunks: Iterable[bytes | memoryview] = ()
+) -> memoryview:
     """A writable buffer for a `size`-byte body whose binary section starts after `header_length`
-    bytes, placed so that the section starts on a 64-byte boundary. The first tensor read from
-    it is then aligned, and so is each one after tensors of its item size: the decoder takes
-    float64 rows as they are instead of copying them again, and checks them without numpy
-    reading unaligned values through a buffer."""
+    bytes, placed so that the section starts on a 64-byte boundary, `chunks` copied to its start.
+    The first tensor read from it is then aligned, and so is each one after tensors of its item
+    size: the decoder takes float64 rows as they are instead of copying them again, and checks
+    them without numpy reading unaligned values through a buffer."""
     buffer = np.empty(size + _ALIGNMENT, dtype=np.uint8)
     start = -(buffer.ctypes.data + header_length) % _ALIGNMENT
-    return buffer.data[start : start + size]
+    body = buffer.data[start : start + size]
+    position = 0
+    for chunk in chunks:
+        body[position : position + len(chunk)] = chunk
+        position += len(chunk)
+    return body
 
 
 def split_binary_body(chunks: Sequence[bytes | memoryview], declared: bytes) -> tuple[bytes, memoryview]:
@@ -104,11 +111,7 @@ def split_binary_body(chunks: Sequence[bytes | memoryview], declared: bytes) -> 
     if len(chunks) == 1 and _placed(chunks[0], length):
         body = memoryview(chunks[0])
     else:
-        body = binary_body_buffer(size, length)
-        position = 0
-        for chunk in chunks:
-            body[position : position + len(chunk)] = chunk
-            position += len(chunk)
+        body = binary_body_buffer(size, length, chunks)
     return bytes(body[:length]), body[length:]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
@@ -100,7 +101,7 @@ def _rows(lr: Release, n: int) -> np.ndarray:
 
 
 def _answer(lr: Release, X: np.ndarray) -> list[Any]:
-    return expected(lr, lr.frame.__class__(X, columns=lr.columns))
+    return expected(lr, pd.DataFrame(X, columns=lr.columns))
 
 
 def _predictions(status: int, body: bytes) -> list[Any]:
