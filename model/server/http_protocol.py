@@ -10,7 +10,9 @@ request's task, copy, resume, and the app then copies the pieces into one aligne
   straight into the buffer the app decodes (`binary_body_buffer`), and handed to the app
   whole, as a memoryview of it;
 - any other body is handed over in the pieces it arrived in, and reading stops only while more
-  than QUEUED_BYTES wait, so a body the app reads as it comes arrives without pauses.
+  than QUEUED_BYTES wait, so a body the app reads as it comes arrives without pauses;
+- a response's status line and headers go out with its first body message, in one write:
+  uvicorn writes them apart, and on loopback each write is a segment that wakes the client.
 
 Parsing, pipelining, keep-alive, `Expect: 100-continue` and responses stay uvicorn's. The
 protocol is a shell around uvicorn's (uvloop reads into a caller's buffer only for a protocol
@@ -26,7 +28,7 @@ from collections import deque
 from typing import Any, ClassVar, cast
 
 import httptools
-from uvicorn._types import ASGIReceiveEvent
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from model.server.tensors import HEADER_LENGTH, binary_body_buffer
@@ -41,6 +43,22 @@ _SCRATCH = memoryview(bytearray(256 << 10))
 copies what it keeps before the next read (one event loop, one read at a time)."""
 
 
+class _Held:
+    """Stands in for a cycle's transport while uvicorn's `send` runs: keeps what it writes."""
+
+    __slots__ = ("closed", "parts")
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class _Cycle(RequestResponseCycle):
     """A request whose body is either read into `whole` or queued in `pieces`."""
 
@@ -49,6 +67,25 @@ class _Cycle(RequestResponseCycle):
     whole: memoryview | None
     filled: int
     """Bytes of `whole` received."""
+    head: list[bytes]
+    """What uvicorn wrote for the response's start message, not yet sent."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()  # here, so that uvicorn's send runs without awaiting
+        transport, held = self.transport, _Held(self.head)
+        self.transport = cast(asyncio.Transport, held)
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+        if message["type"] == "http.response.start" and not held.closed:
+            return  # its head goes out with the first body message
+        self.head = []
+        if held.parts:
+            transport.writelines(held.parts)
+        if held.closed:
+            transport.close()
 
     async def receive(self) -> ASGIReceiveEvent:
         whole = self.whole
@@ -89,6 +126,7 @@ class _Http(HttpToolsProtocol):
         cycle.queued = 0
         cycle.whole = None
         cycle.filled = 0
+        cycle.head = []
 
     def on_body(self, body: bytes) -> None:
         cycle = cast(_Cycle, self.cycle)

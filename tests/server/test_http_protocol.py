@@ -213,14 +213,15 @@ class _Transport(asyncio.Transport):
 
     def __init__(self) -> None:
         super().__init__()
-        self.written = bytearray()
+        self.writes: list[bytes] = []
+        """One item per write (writelines joins its pieces into one: asyncio's own default)."""
         self.reading = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
+        self.writes.append(bytes(data))
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -235,6 +236,14 @@ class _Transport(asyncio.Transport):
         pass
 
 
+def _connected(app: Any) -> tuple[BodyProtocol, _Transport]:
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    protocol = BodyProtocol.with_limit(1 << 20)(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
 async def _feed(data: bytes, read: int) -> tuple[list[Any], int]:
     """`data` read by a BodyProtocol at most `read` bytes at a time into the buffers it gives;
     the messages its app received, and how many reads went into a buffer of the body's own.
@@ -247,10 +256,7 @@ async def _feed(data: bytes, read: int) -> tuple[list[Any], int]:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    config = uvicorn.Config(app, lifespan="off", log_config=None)
-    protocol = BodyProtocol.with_limit(1 << 20)(config=config, server_state=ServerState(), app_state={})
-    transport = _Transport()
-    protocol.connection_made(transport)
+    protocol, transport = _connected(app)
     scratch = protocol.get_buffer(-1).obj  # where a connection reads headers
     in_place = fed = 0
     while fed < len(data):
@@ -289,6 +295,35 @@ def test_other_bodies_reach_the_app_in_the_pieces_they_arrived_in() -> None:
     assert len(received) == -(-len(request) // (64 << 10))
     assert all(type(message["body"]) is bytes for message in received)
     assert b"".join(message["body"] for message in received) == body
+
+
+def test_a_response_goes_out_with_its_head_in_one_write() -> None:
+    """uvicorn writes the status line and headers apart from the body: on loopback a segment of
+    its own that wakes the client for nothing. A streamed body's later pieces follow as sent."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        whole = scope["path"] == "/whole"
+        headers = [(b"content-length", b"5")] if whole else []  # else chunked
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        pieces = [b"whole"] if whole else [b"first", b"second"]
+        for i, piece in enumerate(pieces):
+            await send({"type": "http.response.body", "body": piece, "more_body": i < len(pieces) - 1})
+
+    async def run() -> list[bytes]:
+        protocol, transport = _connected(app)
+        request = _request("/whole", b"", {}) + _request("/streamed", b"", {})
+        buffer = protocol.get_buffer(-1)
+        buffer[: len(request)] = request
+        protocol.buffer_updated(len(request))
+        while len(transport.writes) < 3:
+            await asyncio.sleep(0.001)
+        return transport.writes
+
+    whole, streamed_head, streamed_rest = asyncio.run(run())
+    assert whole.startswith(b"HTTP/1.1 200 OK\r\n") and whole.endswith(b"\r\n\r\nwhole")
+    assert streamed_head.startswith(b"HTTP/1.1 200 OK\r\n") and streamed_head.endswith(b"\r\n5\r\nfirst\r\n")
+    assert streamed_rest == b"6\r\nsecond\r\n0\r\n\r\n"
 
 
 def test_a_request_answered_before_its_body_arrived_leaves_the_connection_serving(
