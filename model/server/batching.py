@@ -35,6 +35,9 @@ __all__ = ["MicroBatcher", "check_finite"]
 INLINE_ROWS = 32
 INLINE_SECONDS = 1e-4
 """A model call expected to take less than this runs on the event loop (a thread hop costs as much)."""
+ALONE_ROWS = 2048
+"""A request of this many rows is a model call of its own: its call's fixed cost is already small
+next to its rows, and joining it to others would copy every row (and theirs)."""
 CALL_SECONDS = 2e-3
 """A model call may exceed `max_rows` while it is expected to take less than this: the longest
 that a large request holds up the requests that arrive behind it."""
@@ -120,8 +123,10 @@ class MicroBatcher:
                 await self._call(batch)
 
     async def _gather(self, signal: asyncio.Event, call_rows: int) -> None:
-        """Wait, at most `max_wait`, while requests still being decoded may fill the call."""
-        if self._max_wait <= 0:
+        """Wait, at most `max_wait`, while requests still being decoded may fill the call (not
+        for a request that will be a call of its own)."""
+        head = self._queue[0]
+        if self._max_wait <= 0 or len(head.X) - head.done >= ALONE_ROWS:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
@@ -170,7 +175,8 @@ class MicroBatcher:
 
     def _take(self, call_rows: int) -> list[tuple[_Job, int, int]]:
         """The next model call's (job, first row, end row) slices: whole requests while they fit in
-        `call_rows`, or one slice of a larger request. Requests that gave up are dropped here."""
+        `call_rows`, or one request of ALONE_ROWS or more, or one slice of a larger request.
+        Requests that gave up are dropped here."""
         batch: list[tuple[_Job, int, int]] = []
         rows = 0
         queue = self._queue
@@ -181,13 +187,16 @@ class MicroBatcher:
                 queue.popleft()
                 self._rows -= left
                 continue
-            if batch and rows + left > call_rows:
+            alone = left >= ALONE_ROWS
+            if batch and (alone or rows + left > call_rows):
                 break
             queue.popleft()
             take = min(left, call_rows)
             batch.append((job, job.done, job.done + take))
             job.done += take
             rows += take
+            if alone:
+                break
         self._rows -= rows
         return batch
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from model.runtime import LinearRuntime, Prediction
-from model.server.batching import CALL_SECONDS, INLINE_ROWS, MicroBatcher
+from model.server.batching import ALONE_ROWS, CALL_SECONDS, INLINE_ROWS, MicroBatcher
 from model.server.errors import RequestError
 
 
@@ -89,6 +89,34 @@ def test_a_call_takes_more_rows_when_the_model_is_quick() -> None:
     sizes = _call_sizes(middle, 10_000, 3, 512)
     last = sizes[np.searchsorted(np.cumsum(sizes), 20_000, side="right") :]  # the third request's calls
     assert sum(last) == 10_000 and all(1_990 <= rows <= 2_000 for rows in last[:-1]), last
+
+
+def test_a_large_request_is_a_call_of_its_own_and_does_not_wait_for_others() -> None:
+    """Joining large requests to others saves nothing and copies every row; small ones still
+    share a call. A batcher that waits for requests still being decoded does not wait for them
+    when a large request leads the queue."""
+    calls: list[int] = []
+
+    def predict(X: np.ndarray) -> Prediction:
+        calls.append(len(X))
+        return Prediction(X[:, 0].copy(), None)
+
+    async def run(sizes: list[int], max_wait: float) -> list[list[float]]:
+        batcher = MicroBatcher(predict, 100_000, max_wait, lambda: 1, lambda _r, _n: None, offload=False)
+        try:
+            requests = (batcher.predict(np.full((n, 1), float(n))) for n in sizes)
+            # A waiting batcher would hold the large request for an hour: the guard fails it.
+            answers = await asyncio.wait_for(asyncio.gather(*requests), 60)
+        finally:
+            batcher.close()
+        return [answer.values.tolist() for answer in answers]
+
+    sizes = [ALONE_ROWS, 1, 1, ALONE_ROWS + 1]
+    assert asyncio.run(run(sizes, 0.0)) == [[float(n)] * n for n in sizes]
+    assert calls == [ALONE_ROWS, 2, ALONE_ROWS + 1]
+    calls.clear()
+    assert asyncio.run(run([ALONE_ROWS], 3600.0)) == [[float(ALONE_ROWS)] * ALONE_ROWS]
+    assert calls == [ALONE_ROWS]
 
 
 def _slicing_run(cancel_big: bool) -> tuple[list[tuple[str, int]], Prediction | None, Prediction]:
