@@ -8,11 +8,12 @@ over the live ones; ready is the lowest worker's, load time the slowest's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -27,6 +28,26 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "RPC"})
 """HTTP methods kept as label values (others count as OTHER); RPC marks gRPC calls."""
+
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _process_id() -> int:
+    """This process's id, updated on fork. The multiprocess values ask for it on every update
+    (16 times a request) to notice a fork, and os.getpid() is a system call."""
+    return _pid
+
+
+if values.ValueClass is not values.MutexValue:
+    # Multiprocess mode, chosen when prometheus_client was imported; no metric exists yet (they
+    # are all made here), so no file is open under the client's own process identifier.
+    os.register_at_fork(after_in_child=_forked)
+    values.ValueClass = values.MultiProcessValue(_process_id)
 
 
 class ServerMetrics:
