@@ -55,6 +55,11 @@ class _Job:
         """Rows handed to the model so far."""
         self.parts: list[Prediction] = []
 
+    @property
+    def left(self) -> int:
+        """Rows not yet handed to the model."""
+        return len(self.X) - self.done
+
 
 class MicroBatcher:
     def __init__(
@@ -125,8 +130,7 @@ class MicroBatcher:
     async def _gather(self, signal: asyncio.Event, call_rows: int) -> None:
         """Wait, at most `max_wait`, while requests still being decoded may fill the call (not
         for a request that will be a call of its own)."""
-        head = self._queue[0]
-        if self._max_wait <= 0 or len(head.X) - head.done >= ALONE_ROWS:
+        if self._max_wait <= 0 or self._queue[0].left >= ALONE_ROWS:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
@@ -159,7 +163,7 @@ class MicroBatcher:
             for job, _, _ in batch:
                 if not job.future.done():
                     job.future.set_exception(exc)
-                self._rows -= len(job.X) - job.done
+                self._rows -= job.left
             return
         if rows > INLINE_ROWS:  # a few rows' time is mostly the call's fixed cost
             rate = seconds / rows
@@ -182,7 +186,7 @@ class MicroBatcher:
         queue = self._queue
         while queue:
             job = queue[0]
-            left = len(job.X) - job.done
+            left = job.left
             if job.future.done():
                 queue.popleft()
                 self._rows -= left
