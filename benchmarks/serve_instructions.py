@@ -114,7 +114,9 @@ def _instructions(tree: Path, part: str, release: Path, body: Path, iterations: 
         str(body),
         str(iterations),
     ]
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    # One BLAS thread, as the server runs (model/server/__main__.py): under valgrind a pool's
+    # threads spin in turn, and their instructions would count as the call's.
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or found is None:

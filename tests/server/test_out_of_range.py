@@ -215,3 +215,27 @@ def test_the_block_range_check_refuses_every_value_beyond_the_bound_wherever_it_
     edge = block.copy()
     edge[0, 0], edge[-1, -1] = bound, -bound
     assert schema.check_block(edge)
+    beyond = np.nextafter(bound, np.inf)  # the next float64: its square still rounds to the bound's
+    if dtype is np.float64:
+        for row, column in ((0, 0), (rows - 1, 19)):
+            wrong = block.copy()
+            wrong[row, column] = beyond if column else -beyond
+            assert not schema.check_block(wrong), (row, column)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_large_values_within_the_bound_pass_whatever_their_sum_of_squares(
+    dtype: type[np.floating[Any]],
+) -> None:
+    """Large blocks are cleared by one sum of squares where it can; values whose squares sum past
+    the bound's square (or past float32, whose squares overflow sooner) are each still within it."""
+    schema = InputSchema(tuple(Column(f"f{i}", "double") for i in range(20)))
+    big = np.full((100, 20), 3e38 if dtype is np.float64 else 1e30, dtype=dtype)
+    big[::2] *= -1
+    assert schema.check_block(big)
+    assert schema.check_block(np.asfortranarray(big))
+    assert schema.check_block(big[:, ::2])  # a view with strides: no single pass over it
+    for view in (np.asfortranarray(big), big[:, ::2]):
+        wrong = view.copy(order="K")
+        wrong[3, 4] = np.nan
+        assert not schema.check_block(wrong)
