@@ -298,6 +298,10 @@ def test_up_trains_in_a_job_registers_rolls_out_and_serves(stacks: Stacks, tmp_p
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["MLOPS_MODEL_VERSION"] == version and len(env["MLOPS_MODEL_SHA256"]) == 64
     assert pod["metadata"]["labels"]["mlops.dev/release"] == rid
+    # Each worker took its CPUs from the pod's limit (1 on this 2-core node), read from the
+    # container's cgroup: no CPU to spare for a model thread, so model calls stay on its loop.
+    log = cluster.kubectl("-n", "mlops-dev", "logs", f"deployment/{MODEL}-stable").stdout
+    assert log.count("run on the event loop (2 server processes, 1 CPUs)") == 2, log
     # A prediction through the Service equals the release's own pipeline, in this process.
     rows = _rows()
     served, headers = _predict(stacks.service_url("mlops-dev"), rows)
