@@ -215,7 +215,7 @@ def test_the_block_range_check_refuses_every_value_beyond_the_bound_wherever_it_
     edge = block.copy()
     edge[0, 0], edge[-1, -1] = bound, -bound
     assert schema.check_block(edge)
-    beyond = np.nextafter(bound, np.inf)  # the next float64: its square still rounds to the bound's
+    beyond = np.nextafter(bound, np.inf)  # the next float64 past the bound, at either end
     if dtype is np.float64:
         for row, column in ((0, 0), (rows - 1, 19)):
             wrong = block.copy()
